@@ -1,0 +1,252 @@
+"""Configuration: dataset specs, run configs and runtime locations.
+
+Dataset specs (``configs/datasets/<name>.yaml``) describe how a source maps onto the canonical
+frame (``timestamp`` UTC, ``entity``, feature columns, optional ``label``) and what a valid daily
+batch looks like. Run configs (``configs/runs/<name>.yaml``) say which days train, calibrate and
+test a model. ``Settings`` resolves every runtime location from ``TSAD_HOME`` so that a deployment
+moves the whole product by changing one variable (or overrides single URIs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TIMESTAMP = "timestamp"
+ENTITY = "entity"
+LABEL = "label"
+
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A spec, run config or CLI/Param value that cannot be used."""
+
+
+def project_root() -> Path:
+    """The directory holding ``configs/`` (the repository, or ``TSAD_PROJECT_ROOT``)."""
+    explicit = os.environ.get("TSAD_PROJECT_ROOT")
+    if explicit:
+        return Path(explicit).resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+def validate_name(name: str, what: str = "dataset") -> str:
+    """Reject names that could escape a directory (``..``, ``/``) or surprise a shell."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"invalid {what} name {name!r}: use lowercase letters, digits, '_' or '-' "
+            "(at most 64 characters, no path separators)"
+        )
+    return name
+
+
+def parse_date(value: str | dt.date) -> dt.date:
+    """Parse a partition date given as ``YYYY-MM-DD`` (the only accepted form)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ConfigError(f"invalid date {value!r}: expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid date {value!r}: {exc}") from exc
+
+
+class FeatureSpec(BaseModel):
+    """One feature column with its physical bounds (values outside are impossible readings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    min: float
+    max: float
+    unit: str = ""
+    source: str | None = Field(default=None, description="column name in the source, if different")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> FeatureSpec:
+        if self.min >= self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} must be below max {self.max}")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    """How one dataset's daily partitions look and what makes a batch valid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    frequency: str = Field(description="pandas offset alias of the sampling step, e.g. '1min'")
+    features: list[FeatureSpec] = Field(min_length=1)
+    entity_source: str | None = Field(
+        default=ENTITY, description="source column of the entity; None when the data has none"
+    )
+    default_entity: str = "all"
+    label_column: str | None = LABEL
+    min_rows_per_day: int = Field(default=1, ge=1)
+    max_rows_per_day: int | None = None
+    max_null_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="largest share of missing values per feature"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return validate_name(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        names = self.feature_names
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        reserved = {TIMESTAMP, ENTITY, LABEL} & set(names)
+        if reserved:
+            raise ValueError(f"feature names may not use reserved columns {sorted(reserved)}")
+        if self.max_rows_per_day is not None and self.max_rows_per_day < self.min_rows_per_day:
+            raise ValueError("max_rows_per_day must be at least min_rows_per_day")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature.name for feature in self.features]
+
+    @property
+    def step(self) -> dt.timedelta:
+        """The sampling step as a timedelta (used to find gaps)."""
+        import pandas as pd
+
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(self.frequency)).to_pytimedelta()
+
+    @classmethod
+    def load(cls, name: str, configs_dir: Path | None = None) -> DatasetSpec:
+        """Load ``configs/datasets/<name>.yaml``; unknown names raise :class:`ConfigError`."""
+        validate_name(name)
+        directory = (configs_dir or project_root() / "configs") / "datasets"
+        path = directory / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in directory.glob("*.yaml"))
+            raise ConfigError(f"unknown dataset {name!r}: no {path} (known: {', '.join(known)})")
+        return cls.model_validate(yaml.safe_load(path.read_text()))
+
+
+class DateRange(BaseModel):
+    """An inclusive range of partition dates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.end < self.start:
+            raise ValueError(f"date range ends ({self.end}) before it starts ({self.start})")
+        return self
+
+    def dates(self) -> list[dt.date]:
+        days = (self.end - self.start).days
+        return [self.start + dt.timedelta(days=offset) for offset in range(days + 1)]
+
+
+CalibrationMethod = Literal["best_f1", "percentile", "mean_std", "pot"]
+
+
+class RunConfig(BaseModel):
+    """One training run: which days to learn, calibrate and test on, and with what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    detector: str = "transformer_ae"
+    train: DateRange
+    validation: DateRange
+    test: DateRange
+    window: int = Field(default=60, ge=2, le=4096)
+    epochs: int = Field(default=5, ge=1, le=1000)
+    batch_size: int = Field(default=64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    calibration: CalibrationMethod = "best_f1"
+    promotion_metric: str = "auc_pr"
+    detector_params: dict = Field(default_factory=dict)
+
+    @field_validator("dataset")
+    @classmethod
+    def _safe_dataset(cls, value: str) -> str:
+        return validate_name(value)
+
+    @model_validator(mode="after")
+    def _splits_disjoint(self) -> RunConfig:
+        train, valid, test = (set(r.dates()) for r in (self.train, self.validation, self.test))
+        if train & valid or train & test or valid & test:
+            raise ValueError("train, validation and test days must not overlap")
+        if max(train) >= min(valid | test):
+            raise ValueError("training days must come before validation and test days")
+        return self
+
+    @classmethod
+    def load(cls, name: str, configs_dir: Path | None = None) -> RunConfig:
+        validate_name(name, "run config")
+        directory = (configs_dir or project_root() / "configs") / "runs"
+        path = directory / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown run config {name!r}: no {path}")
+        return cls.model_validate(yaml.safe_load(path.read_text()))
+
+
+class Settings(BaseModel):
+    """Runtime locations, all derived from ``TSAD_HOME`` unless overridden one by one."""
+
+    home: Path
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str
+    model_name_prefix: str = "tsad"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("TSAD_HOME", ".tsad")).resolve()
+        default_store = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        tracking = os.environ.get("MLFLOW_TRACKING_URI", default_store)
+        return cls(
+            home=home,
+            tracking_uri=tracking,
+            registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", tracking),
+            artifact_root=os.environ.get(
+                "TSAD_ARTIFACT_ROOT", (home / "mlflow" / "artifacts").as_uri()
+            ),
+            model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX", "tsad"),
+        )
+
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    def model_name(self, dataset: str) -> str:
+        """The registered model name for a dataset (one model lineage per dataset)."""
+        return f"{self.model_name_prefix}-{validate_name(dataset)}"
+
+    def partition(self, zone: Literal["landing", "quarantine", "scores"], dataset: str,
+                  date: str | dt.date) -> Path:
+        """``<home>/data/<zone>/<dataset>/date=YYYY-MM-DD``, checked to stay inside the home."""
+        day = parse_date(date)
+        path = self.data_root / zone / validate_name(dataset) / f"date={day.isoformat()}"
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.data_root.resolve()):
+            raise ConfigError(f"partition path {resolved} escapes {self.data_root}")
+        return resolved
+
+    def run_dir(self, dataset: str, run_key: str) -> Path:
+        """Working directory of one training run (prepared data, weights, reports)."""
+        validate_name(run_key, "run key")
+        return self.home / "runs" / validate_name(dataset) / run_key

@@ -1,0 +1,103 @@
+"""The contract every detector follows.
+
+A detector stores validated hyper-parameters in ``__init__`` and nothing else; ``fit`` learns
+from unlabeled training segments and returns ``self``; ``score`` returns one raw score per time
+step (higher is more anomalous). Persistence is a directory holding ``config.json`` plus the
+detector's own weight files: no pickled objects. Thresholds live in ``pipeline.calibration``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.data.windows import Segments
+
+
+class NotFittedError(RuntimeError):
+    """Raised when a detector is used before ``fit`` (or ``load``)."""
+
+
+class DetectorConfig(BaseModel):
+    """Base of every detector's hyper-parameters; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Detector(ABC):
+    """Base class: validated config, fit/score, save/load of weights plus JSON config."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[DetectorConfig]]
+
+    def __init__(self, **params: Any) -> None:
+        self.config = self.Config(**params)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "n_features_", None) is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(
+                f"{self.name} is not fitted: call fit() or load a saved detector before score()"
+            )
+
+    def _check_features(self, segments: Segments) -> None:
+        if segments.n_features != self.n_features_:
+            raise ValueError(
+                f"{self.name} was fitted on {self.n_features_} features, "
+                f"got {segments.n_features}"
+            )
+
+    @abstractmethod
+    def fit(self, train: Segments, valid: Segments | None = None) -> Self:
+        """Learn normal behaviour from unlabeled training segments."""
+
+    @abstractmethod
+    def score(self, x: Segments) -> np.ndarray:
+        """One raw anomaly score per row of ``x`` (higher = more anomalous)."""
+
+    @abstractmethod
+    def _save_state(self, directory: Path) -> dict:
+        """Write fitted state to files in ``directory``; return small JSON-able state."""
+
+    @abstractmethod
+    def _load_state(self, directory: Path, state: dict) -> None:
+        """Restore what :meth:`_save_state` wrote."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Persist to ``directory``: ``config.json`` plus the detector's weight files."""
+        self._check_fitted()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        state = self._save_state(path)
+        meta = {
+            "detector": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "n_features": self.n_features_,
+            "state": state,
+        }
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Load a detector saved by :meth:`save` (weights are read without unpickling)."""
+        path = Path(directory)
+        meta = json.loads((path / "config.json").read_text())
+        if meta["detector"] != cls.name:
+            raise ValueError(f"{path} holds a {meta['detector']!r} detector, not {cls.name!r}")
+        detector = cls(**meta["config"])
+        detector.n_features_ = int(meta["n_features"])
+        detector._load_state(path, meta["state"])
+        return detector
