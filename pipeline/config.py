@@ -236,8 +236,12 @@ class Settings(BaseModel):
         """The registered model name for a dataset (one model lineage per dataset)."""
         return f"{self.model_name_prefix}-{validate_name(dataset)}"
 
-    def partition(self, zone: Literal["landing", "quarantine", "scores"], dataset: str,
-                  date: str | dt.date) -> Path:
+    def partition(
+        self,
+        zone: Literal["landing", "validation", "quarantine", "scores"],
+        dataset: str,
+        date: str | dt.date,
+    ) -> Path:
         """``<home>/data/<zone>/<dataset>/date=YYYY-MM-DD``, checked to stay inside the home."""
         day = parse_date(date)
         path = self.data_root / zone / validate_name(dataset) / f"date={day.isoformat()}"

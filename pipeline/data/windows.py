@@ -9,6 +9,7 @@ materialised copy of the whole series.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class Segments:
 
     def __post_init__(self) -> None:
         if self.values.ndim != 2:
-            raise ValueError(f"segment values must be 2-D (time, features), got {self.values.shape}")
+            raise ValueError(
+                f"segment values must be 2-D (time, features), got {self.values.shape}"
+            )
         bounds = np.asarray(self.bounds, dtype=np.int64)
         if bounds.ndim != 1 or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != len(self.values):
             raise ValueError("segment bounds must run from 0 to the number of rows")
@@ -76,7 +79,7 @@ class Segments:
         head_parts: list[np.ndarray] = []
         tail_parts: list[np.ndarray] = []
         for segment in self:
-            cut = int(round(len(segment) * (1.0 - fraction)))
+            cut = round(len(segment) * (1.0 - fraction))
             if cut < 2 or len(segment) - cut < 2:
                 head_parts.append(segment)
                 continue
@@ -178,7 +181,7 @@ def window_starts(bounds: np.ndarray, window: int, stride: int = 1) -> np.ndarra
     if window < 1 or stride < 1:
         raise ValueError("window and stride must be positive")
     starts: list[np.ndarray] = []
-    for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+    for begin, end in itertools.pairwise(bounds):
         last = end - window
         if last < begin:
             continue

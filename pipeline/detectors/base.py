@@ -55,8 +55,7 @@ class Detector(ABC):
     def _check_features(self, segments: Segments) -> None:
         if segments.n_features != self.n_features_:
             raise ValueError(
-                f"{self.name} was fitted on {self.n_features_} features, "
-                f"got {segments.n_features}"
+                f"{self.name} was fitted on {self.n_features_} features, got {segments.n_features}"
             )
 
     @abstractmethod

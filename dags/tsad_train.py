@@ -1,0 +1,107 @@
+"""Weekly retraining: validate, prepare, train, calibrate, evaluate, register, promote.
+
+Only wiring lives here; every task calls one function of ``pipeline.steps`` (imported inside the
+task so parsing this file stays fast and free of torch, pandas and mlflow).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.exceptions import AirflowFailException
+from airflow.sdk import Param, dag, task
+
+IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
+
+
+@dag(
+    dag_id="tsad_train",
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["tsad", "training"],
+    doc_md=__doc__,
+    params={
+        "run_config": Param(
+            "vitals",
+            type="string",
+            pattern="^[a-z0-9][a-z0-9_-]{0,63}$",
+            description="configs/runs/<name>.yaml: the days and defaults",
+        ),
+        "dataset": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[a-z0-9][a-z0-9_-]{0,63}$",
+            description="override the run config's dataset",
+        ),
+        "detector": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[a-z0-9_]{1,64}$",
+            description="a name from `tsad detectors`",
+        ),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000),
+        "window": Param(None, type=["null", "integer"], minimum=2, maximum=4096),
+        "calibration": Param(
+            None, type=["null", "string"], enum=[None, "best_f1", "percentile", "mean_std", "pot"]
+        ),
+    },
+)
+def tsad_train():
+    @task(**IO_RETRIES)
+    def validate_days(params: dict | None = None) -> str:
+        from pipeline import steps
+
+        config = steps.run_config_from_params(params)
+        try:
+            steps.validate_days(config.dataset, steps.run_days(config))
+        except steps.BatchRejected as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return config.model_dump_json()
+
+    @task(**IO_RETRIES)
+    def prepare(config_json: str) -> str:
+        from pipeline import steps
+        from pipeline.config import RunConfig
+
+        return steps.prepare(RunConfig.model_validate_json(config_json))
+
+    @task(queue="gpu", retries=1, retry_delay=timedelta(minutes=1))
+    def train(run_dir: str) -> str:
+        from pipeline import steps
+
+        return steps.train(run_dir, resume=True)
+
+    @task
+    def calibrate(run_dir: str) -> str:
+        from pipeline import steps
+
+        return steps.calibrate(run_dir)
+
+    @task
+    def evaluate(run_dir: str) -> str:
+        from pipeline import steps
+
+        return steps.evaluate(run_dir)
+
+    @task(**IO_RETRIES)
+    def register(run_dir: str) -> dict:
+        from pipeline import steps
+
+        return steps.register(run_dir)
+
+    @task(**IO_RETRIES)
+    def promote(version: dict, config_json: str) -> dict:
+        from pipeline import steps
+        from pipeline.config import RunConfig
+
+        config = RunConfig.model_validate_json(config_json)
+        return steps.promote(config.dataset, metric=config.promotion_metric)
+
+    config_json = validate_days()
+    run_dir = evaluate(calibrate(train(prepare(config_json))))
+    promote(register(run_dir), config_json)
+
+
+tsad_train()

@@ -1,0 +1,163 @@
+"""The ``tsad`` command line: every command calls one step of ``pipeline.steps``.
+
+Failures end with a non-zero exit and one paragraph saying what went wrong, not a traceback
+(``TSAD_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from pipeline import __version__
+
+
+def _print(value: object) -> None:
+    print(value if isinstance(value, str) else json.dumps(value, indent=2, default=str))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    written = steps.generate(
+        start=args.start,
+        days=args.days,
+        patients=args.patients,
+        labeled_from=args.labeled_from,
+        seed=args.seed,
+    )
+    _print(f"wrote {len(written)} daily partitions, {written[0]} .. {written[-1]}")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    _print(f"{args.dataset} {args.date}: valid (report {steps.validate(args.dataset, args.date)})")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    config = steps.run_config_from_params(vars(args))
+    steps.validate_days(config.dataset, steps.run_days(config))
+    run_dir = steps.prepare(config)
+    steps.train(run_dir, progress=True)
+    steps.evaluate(steps.calibrate(run_dir))
+    registered = steps.register(run_dir)
+    decision = steps.promote(config.dataset, metric=config.promotion_metric)
+    _print({"run_dir": run_dir, "registered": registered, "promotion": decision})
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    _print(f"scores written to {steps.score(args.dataset, args.date)}")
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    _print(steps.promote(args.dataset, metric=args.metric, version=args.version))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pipeline import demo
+
+    demo.run(epochs=args.epochs)
+
+
+def cmd_detectors(args: argparse.Namespace) -> None:
+    from pipeline.detectors.registry import DETECTORS
+
+    for name, cls in sorted(DETECTORS.items()):
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        params = ", ".join(
+            f"{key}={field.default!r}" for key, field in cls.Config.model_fields.items()
+        )
+        print(f"{name:<20} {summary}\n{'':<20} {params}")
+
+
+def cmd_airflow_env(args: argparse.Namespace) -> None:
+    from pipeline.config import Settings
+    from pipeline.orchestration import airflow_environment
+
+    for key, value in airflow_environment(Settings.from_env()).items():
+        print(f"export {key}={value!r}".replace("'", '"'))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tsad", description="Time-series anomaly detection: train, register and score."
+    )
+    parser.add_argument("--version", action="version", version=f"tsad {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write the synthetic vital-signs demo data")
+    generate.add_argument("--start", default="2026-01-01")
+    generate.add_argument("--days", type=int, default=9)
+    generate.add_argument("--patients", type=int, default=8)
+    generate.add_argument("--labeled-from", default="2026-01-05")
+    generate.add_argument("--seed", type=int, default=7)
+    generate.set_defaults(handler=cmd_generate)
+
+    for name, handler, text in (
+        ("validate", cmd_validate, "validate one landed day (quarantine it if it fails)"),
+        ("score", cmd_score, "score one day with the @production model"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--dataset", required=True)
+        command.add_argument("--date", required=True, help="YYYY-MM-DD")
+        command.set_defaults(handler=handler)
+
+    train = commands.add_parser("train", help="validate, train, calibrate, evaluate, register")
+    train.add_argument("--run-config", dest="run_config", default="vitals")
+    train.add_argument("--dataset")
+    train.add_argument("--detector")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--window", type=int)
+    train.add_argument("--calibration", choices=["best_f1", "percentile", "mean_std", "pot"])
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.set_defaults(handler=cmd_train)
+
+    promote = commands.add_parser("promote", help="move @production to a version")
+    promote.add_argument("--dataset", required=True)
+    promote.add_argument("--version", help="promote this version by hand")
+    promote.add_argument("--metric", default="auc_pr")
+    promote.set_defaults(handler=cmd_promote)
+
+    demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")
+    demo.add_argument("--epochs", type=int, default=None)
+    demo.set_defaults(handler=cmd_demo)
+
+    detectors = commands.add_parser("detectors", help="list detectors and hyper-parameters")
+    detectors.set_defaults(handler=cmd_detectors)
+
+    env = commands.add_parser("airflow-env", help="print the Airflow environment as exports")
+    env.set_defaults(handler=cmd_airflow_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except Exception as exc:  # the CLI's one place that turns any failure into a message
+        if os.environ.get("TSAD_DEBUG"):
+            raise
+        message = f"tsad {args.command} failed: {type(exc).__name__}: {exc}"
+        print(
+            textwrap.fill(message, width=100, break_long_words=False, replace_whitespace=False),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

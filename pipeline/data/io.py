@@ -1,0 +1,155 @@
+"""Reading and writing daily partitions, atomically.
+
+Every write goes to a temporary name in the target directory and is renamed into place, so a
+reader (or a crash) never sees a half-written file and a rerun replaces output instead of
+duplicating it. Landing files are only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec
+
+READABLE_SUFFIXES = (".parquet", ".csv")
+
+
+class BatchReadError(ValueError):
+    """A partition that cannot be read: missing, empty, corrupt or of an unknown format."""
+
+
+def partition_files(directory: Path) -> list[Path]:
+    """Data files of a partition, in name order (hidden and temporary files skipped)."""
+    if not directory.is_dir():
+        raise BatchReadError(f"partition {directory} does not exist")
+    files = sorted(
+        path
+        for path in directory.iterdir()
+        if path.is_file() and path.suffix in READABLE_SUFFIXES and not path.name.startswith(".")
+    )
+    if not files:
+        raise BatchReadError(f"partition {directory} holds no .parquet or .csv file")
+    return files
+
+
+def _read_file(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, columns=list(columns) if columns else None)
+        return pd.read_csv(path, usecols=list(columns) if columns else None)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise BatchReadError(f"cannot read {path.name}: {exc}") from exc
+
+
+def read_partition(directory: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """All rows of a partition as it landed (source column names, source dtypes)."""
+    frames = [_read_file(path, columns) for path in partition_files(directory)]
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if frame.empty:
+        raise BatchReadError(f"partition {directory} holds no rows")
+    return frame
+
+
+def source_columns(spec: DatasetSpec) -> dict[str, str]:
+    """Map source column names to canonical names for a dataset."""
+    mapping = {TIMESTAMP: TIMESTAMP}
+    if spec.entity_source:
+        mapping[spec.entity_source] = ENTITY
+    for feature in spec.features:
+        mapping[feature.source or feature.name] = feature.name
+    if spec.label_column:
+        mapping[spec.label_column] = LABEL
+    return mapping
+
+
+def to_canonical(raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Convert a validated batch to the canonical frame (a new frame; ``raw`` is untouched).
+
+    Columns: ``timestamp`` (UTC), ``entity`` (string), the features (float64) and ``label``
+    (int8) when the batch carries labels. Unknown columns are dropped.
+    """
+    mapping = {source: name for source, name in source_columns(spec).items() if source in raw}
+    frame = raw[list(mapping)].rename(columns=mapping)
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    if ENTITY not in frame:
+        frame[ENTITY] = spec.default_entity
+    frame[ENTITY] = frame[ENTITY].astype(str)
+    for name in spec.feature_names:
+        frame[name] = frame[name].astype("float64")
+    columns = [TIMESTAMP, ENTITY, *spec.feature_names]
+    if LABEL in frame:
+        frame[LABEL] = frame[LABEL].astype("int8")
+        columns.append(LABEL)
+    return frame[columns]
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
+    """Write ``frame`` to ``target`` so that it appears complete or not at all."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.to_parquet(temporary, index=False)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_directory(target.parent)
+    return target
+
+
+def write_text_atomic(text: str, target: Path) -> Path:
+    """Write a small text file (JSON reports, summaries) atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    ) as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+        temporary = Path(handle.name)
+    try:
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def replace_directory(staged: Path, target: Path) -> Path:
+    """Move a fully written ``staged`` directory to ``target``, replacing an older one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        os.replace(target, retired)
+        os.replace(staged, target)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staged, target)
+    return target
+
+
+def quarantine_batch(landing: Path, quarantine: Path, report_json: str) -> Path:
+    """Copy a rejected batch and its validation report to quarantine; landing stays as it is."""
+    quarantine.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=quarantine.parent, prefix=f".{quarantine.name}."))
+    if landing.is_dir():
+        for path in landing.iterdir():
+            if path.is_file():
+                shutil.copy2(path, staged / path.name)
+    (staged / "validation_report.json").write_text(report_json)
+    return replace_directory(staged, quarantine)

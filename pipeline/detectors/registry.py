@@ -1,0 +1,33 @@
+"""The explicit map from detector names (part of the interface) to classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.detectors.base import Detector
+from pipeline.detectors.transformer_ae import TransformerAE
+
+DETECTORS: dict[str, type[Detector]] = {
+    TransformerAE.name: TransformerAE,
+}
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        known = ", ".join(sorted(DETECTORS))
+        raise ValueError(f"unknown detector {name!r}: choose one of {known}") from None
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """Instantiate a registered detector with validated hyper-parameters."""
+    return detector_class(name)(**params)
+
+
+def load_detector(directory: str | Path) -> Detector:
+    """Load any saved detector, dispatching on the name recorded in its ``config.json``."""
+    meta = json.loads((Path(directory) / "config.json").read_text())
+    return detector_class(meta["detector"]).load(directory)

@@ -1,0 +1,125 @@
+"""Shared machinery of the window-based torch detectors.
+
+A subclass provides three things: the module it trains, the loss of a batch of windows, and the
+per-step error of a batch of windows. Everything else (training loop, device, windows as views,
+chunked scoring under ``inference_mode``, mapping window errors to time steps, persistence of
+weights without pickle) lives here once.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from pipeline.data.windows import PointScores, Segments, pad_short_segments
+from pipeline.detectors.base import Detector, DetectorConfig
+from pipeline.detectors.trainer import Trainer, WindowSource, autocast, resolve_device
+
+WEIGHTS_FILE = "weights.pt"
+
+
+class TorchDetectorConfig(DetectorConfig):
+    """Hyper-parameters of every window-based torch detector."""
+
+    window: int = Field(default=64, ge=2)
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    patience: int = Field(default=3, ge=1, description="epochs without improvement before stop")
+    valid_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="tail of each training segment held out for early stop"
+    )
+    train_stride: int = Field(default=1, ge=1)
+    score_stride: int | None = Field(
+        default=None, ge=1, description="step between scored windows; default window // 4"
+    )
+    score_batch_size: int = Field(default=512, ge=1)
+    device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
+    seed: int = 0
+
+
+class TorchDetector(Detector):
+    """Base of detectors that learn from windows with a torch module."""
+
+    Config = TorchDetectorConfig
+
+    @abstractmethod
+    def build_module(self, n_features: int) -> nn.Module:
+        """A fresh, untrained module for ``n_features`` inputs."""
+
+    @abstractmethod
+    def training_loss(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of a (batch, window, features) tensor."""
+
+    @abstractmethod
+    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Per-step anomaly score of each window, shape (batch, window)."""
+
+    def fit(
+        self,
+        train: Segments,
+        valid: Segments | None = None,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> Self:
+        """Train; without ``valid``, the tail of each training segment drives early stopping."""
+        config = self.config
+        device = resolve_device(config.device)
+        if valid is None:
+            train, valid = train.split_tail(config.valid_fraction)
+        module = self.build_module(train.n_features)
+        trainer = Trainer(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            patience=config.patience,
+            device=device,
+            seed=config.seed,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+        )
+        train_source = WindowSource(train, config.window, config.train_stride, device)
+        valid_source = None
+        if valid is not None and int(valid.lengths.max()) >= config.window:
+            valid_source = WindowSource(valid, config.window, config.window // 2 or 1, device)
+        self.history_ = trainer.fit(module, self.training_loss, train_source, valid_source)
+        self.module_ = module
+        self.n_features_ = train.n_features
+        return self
+
+    def score(self, x: Segments) -> np.ndarray:
+        """Score every row: windows in bounded chunks, errors averaged onto time steps."""
+        self._check_fitted()
+        self._check_features(x)
+        config = self.config
+        device = resolve_device(config.device)
+        module = self.module_.to(device).eval()
+        padded, keep = pad_short_segments(x, config.window)
+        stride = config.score_stride or max(1, config.window // 4)
+        source = WindowSource(padded, config.window, stride, device)
+        points = PointScores(padded.n_rows)
+        with torch.inference_mode(), autocast(device):
+            for begin in range(0, len(source), config.score_batch_size):
+                starts = source.starts[begin : begin + config.score_batch_size]
+                errors = self.window_errors(module, source.batch(starts))
+                points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
+        return points.result()[keep]
+
+    def _save_state(self, directory: Path) -> dict:
+        torch.save(self.module_.state_dict(), directory / WEIGHTS_FILE)
+        return {"weights": WEIGHTS_FILE}
+
+    def _load_state(self, directory: Path, state: dict) -> None:
+        module = self.build_module(self.n_features_)
+        weights = torch.load(directory / state["weights"], map_location="cpu", weights_only=True)
+        module.load_state_dict(weights)
+        self.module_ = module.eval()

@@ -1,0 +1,136 @@
+"""The deployable model: scaler, detector, calibrated threshold and dataset spec, as one bundle.
+
+A bundle is a directory of plain files (JSON, YAML and torch weights; no pickle). Training
+writes it, MLflow ships it inside the pyfunc model, and scoring applies it to a canonical frame:
+the previous day's tail supplies window context so every row of the day gets a score, and
+entities are scored in chunks so memory stays bounded however many a day holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.calibration import calibrator_from_dict
+from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
+from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
+from pipeline.detectors.base import Detector
+from pipeline.detectors.registry import load_detector
+
+SCORE_COLUMNS = ["timestamp", "entity", "score", "threshold", "is_anomaly"]
+_OWN_ROW = "__tsad_own_row"
+
+
+class ModelMismatchError(ValueError):
+    """A model whose features or window do not fit the data it is asked to score."""
+
+
+@dataclass
+class ModelBundle:
+    """Everything needed to turn a day's canonical frame into scores and alarms."""
+
+    spec: DatasetSpec
+    scaler: StandardScaler
+    detector: Detector
+    calibration: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.calibration["threshold"])
+
+    @property
+    def window(self) -> int:
+        """Rows of context a score needs (1 for point-wise detectors)."""
+        return int(getattr(self.detector.config, "window", 1))
+
+    def check_compatible(self, spec: DatasetSpec) -> None:
+        """Refuse to score data whose features differ from the model's."""
+        if list(self.scaler.features) != spec.feature_names:
+            raise ModelMismatchError(
+                f"model expects features {list(self.scaler.features)}, "
+                f"dataset {spec.name!r} has {spec.feature_names}"
+            )
+
+    def score_segments(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw scores of a canonical frame sorted by entity and time."""
+        segments, _ = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
+        scaled = Segments(self.scaler.transform(segments.values), segments.bounds)
+        return self.detector.score(scaled)
+
+    def score_frame(
+        self,
+        frame: pd.DataFrame,
+        context: pd.DataFrame | None = None,
+        entities_per_chunk: int = 64,
+    ) -> pd.DataFrame:
+        """Score every row of ``frame``; ``context`` (earlier rows) only feeds the windows.
+
+        Returns one row per input row, sorted by entity then time, with the columns of
+        :data:`SCORE_COLUMNS`.
+        """
+        tail = None if context is None else self._context_tail(context)
+        entities = pd.unique(frame[ENTITY])
+        parts = []
+        for begin in range(0, len(entities), entities_per_chunk):
+            chosen = entities[begin : begin + entities_per_chunk]
+            own = frame[frame[ENTITY].isin(chosen)].assign(**{_OWN_ROW: True})
+            if tail is not None:
+                own = pd.concat(
+                    [tail[tail[ENTITY].isin(chosen)].assign(**{_OWN_ROW: False}), own],
+                    ignore_index=True,
+                )
+            ordered = own.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
+            scores = self.score_segments(ordered)
+            keep = ordered[_OWN_ROW].to_numpy()
+            parts.append(
+                pd.DataFrame(
+                    {
+                        TIMESTAMP: ordered[TIMESTAMP].to_numpy()[keep],
+                        ENTITY: ordered[ENTITY].to_numpy()[keep],
+                        "score": scores[keep],
+                    }
+                )
+            )
+        result = pd.concat(parts, ignore_index=True)
+        result[TIMESTAMP] = pd.to_datetime(result[TIMESTAMP], utc=True)
+        result["threshold"] = self.threshold
+        result["is_anomaly"] = result["score"] >= self.threshold
+        return result[SCORE_COLUMNS]
+
+    def _context_tail(self, context: pd.DataFrame) -> pd.DataFrame:
+        """The last ``window - 1`` rows of each entity: all the context a window can use."""
+        needed = self.window - 1
+        columns = [TIMESTAMP, ENTITY, *self.spec.feature_names]
+        ordered = context[columns].sort_values([ENTITY, TIMESTAMP], kind="stable")
+        return ordered.groupby(ENTITY, sort=False).tail(needed) if needed else ordered.iloc[:0]
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.scaler.save(directory / "scaler.json")
+        self.detector.save(directory / "detector")
+        (directory / "calibration.json").write_text(json.dumps(self.calibration, indent=2))
+        self.save_spec(self.spec, directory)
+        return directory
+
+    @staticmethod
+    def save_spec(spec: DatasetSpec, directory: Path) -> None:
+        """Snapshot the dataset spec the model was trained for (checked before scoring)."""
+        (directory / "spec.yaml").write_text(
+            yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelBundle:
+        calibration = json.loads((directory / "calibration.json").read_text())
+        calibrator_from_dict(calibration)  # fails loudly on an unknown or malformed calibration
+        return cls(
+            spec=DatasetSpec.model_validate(yaml.safe_load((directory / "spec.yaml").read_text())),
+            scaler=StandardScaler.load(directory / "scaler.json"),
+            detector=load_detector(directory / "detector"),
+            calibration=calibration,
+        )

@@ -1,0 +1,438 @@
+"""The pipeline's steps, shared by the Airflow DAGs and the command line.
+
+Each step reads and writes by path (returned as a string so it can travel through XCom) and is
+a thin composition of the modules below it: a DAG task or a CLI command calls exactly one step.
+A training run works in its own directory under ``TSAD_HOME/runs``::
+
+    run.json            the run configuration
+    prepared/*.npz      scaled, segmented train/validation/test rows
+    bundle/             scaler.json, spec.yaml, detector/, calibration.json (the model)
+    evaluation/         metrics.json and the score plot
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import evaluation
+from pipeline.calibration import make_calibrator
+from pipeline.config import (
+    ENTITY,
+    LABEL,
+    TIMESTAMP,
+    DatasetSpec,
+    RunConfig,
+    Settings,
+    parse_date,
+)
+from pipeline.data import io
+from pipeline.data.validate import ValidationReport, validate_batch
+from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
+from pipeline.detectors.registry import detector_class, load_detector
+from pipeline.detectors.torch_base import TorchDetector
+from pipeline.scoring import ModelBundle
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.parquet"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.json"
+
+
+class BatchRejected(RuntimeError):
+    """A day's batch failed validation; it was quarantined and nothing downstream may run."""
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings or Settings.from_env()
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _fingerprint(directory: Path) -> str:
+    """Names, sizes and modification times of a partition's files: changes when data does."""
+    digest = hashlib.sha256()
+    for path in io.partition_files(directory):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def validate(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
+    """Validate one landed day; on failure quarantine it with its report and raise.
+
+    Returns the path of the passing report, which also records the landing files' fingerprint
+    so later steps can tell the data they read is the data that passed.
+    """
+    settings = _settings(settings)
+    day = parse_date(date)
+    spec = DatasetSpec.load(dataset)
+    landing = settings.partition("landing", dataset, day)
+    try:
+        report = validate_batch(io.read_partition(landing), spec, day)
+        fingerprint = _fingerprint(landing)
+    except io.BatchReadError as exc:
+        report = ValidationReport(
+            dataset=dataset,
+            date=day,
+            success=False,
+            failures=[str(exc)],
+            n_rows=0,
+            result={},
+            warnings=[],
+        )
+        fingerprint = ""
+    if not report.success:
+        quarantine = io.quarantine_batch(
+            landing, settings.partition("quarantine", dataset, day), report.to_json()
+        )
+        failures = "\n".join(f"  - {line}" for line in report.failures)
+        raise BatchRejected(
+            f"{dataset} {day} failed validation and was quarantined to {quarantine}:\n{failures}"
+        )
+    for warning in report.warnings:
+        log.warning("%s %s: %s", dataset, day, warning)
+    record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
+    target = settings.partition("validation", dataset, day) / REPORT_FILE
+    return str(io.write_text_atomic(json.dumps(record, indent=2), target))
+
+
+def validate_days(
+    dataset: str, dates: list[dt.date], settings: Settings | None = None
+) -> list[str]:
+    """Validate several days; every failing day is quarantined before the step fails."""
+    reports, rejected = [], []
+    for day in dates:
+        try:
+            reports.append(validate(dataset, day, settings))
+        except BatchRejected as exc:
+            rejected.append(str(exc))
+    if rejected:
+        raise BatchRejected("\n".join(rejected))
+    return reports
+
+
+def is_validated(settings: Settings, dataset: str, day: dt.date) -> bool:
+    """True when a passing report exists for exactly the files now in the landing partition."""
+    report = settings.partition("validation", dataset, day) / REPORT_FILE
+    landing = settings.partition("landing", dataset, day)
+    if not report.is_file() or not landing.is_dir():
+        return False
+    try:
+        return json.loads(report.read_text())["fingerprint"] == _fingerprint(landing)
+    except (io.BatchReadError, KeyError, json.JSONDecodeError):
+        return False
+
+
+def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
+    """A validated day as a canonical frame (validating it first if it was not)."""
+    if not is_validated(settings, spec.name, day):
+        validate(spec.name, day, settings)
+    landing = settings.partition("landing", spec.name, day)
+    return io.to_canonical(io.read_partition(landing), spec)
+
+
+# --- training -----------------------------------------------------------------------------
+
+RUN_OVERRIDES = ("dataset", "detector", "epochs", "window", "calibration", "device")
+
+
+def run_config_from_params(params: dict | None) -> RunConfig:
+    """A run config named by ``params['run_config']`` with any non-null overrides applied."""
+    params = params or {}
+    base = RunConfig.load(params.get("run_config") or "vitals")
+    overrides = {key: params[key] for key in RUN_OVERRIDES if params.get(key) is not None}
+    if overrides.get("detector", base.detector) != base.detector:
+        overrides["detector_params"] = {}  # tuned for the run config's own detector
+    return RunConfig.model_validate(base.model_dump() | overrides)
+
+
+def run_days(config: RunConfig) -> list[dt.date]:
+    """Every day a training run reads, in order."""
+    return [day for days in (config.train, config.validation, config.test) for day in days.dates()]
+
+
+def _run_config(run_dir: Path) -> RunConfig:
+    return RunConfig.model_validate_json((run_dir / "run.json").read_text())
+
+
+def _save_split(path: Path, segments: Segments, frame: pd.DataFrame) -> None:
+    arrays = {
+        "values": segments.values,
+        "bounds": segments.bounds,
+        "timestamps": frame[TIMESTAMP].to_numpy().astype("datetime64[ns]").astype(np.int64),
+    }
+    if LABEL in frame:
+        arrays["labels"] = frame[LABEL].to_numpy(dtype=np.int8)
+    np.savez(path, **arrays)
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    segments: Segments
+    timestamps: np.ndarray
+    labels: np.ndarray | None
+
+
+def _load_split(run_dir: Path, name: str) -> PreparedSplit:
+    with np.load(run_dir / "prepared" / f"{name}.npz") as data:
+        labels = data.get("labels")
+        timestamps = data["timestamps"].astype("datetime64[ns]")
+        return PreparedSplit(Segments(data["values"], data["bounds"]), timestamps, labels)
+
+
+def prepare(config: RunConfig, settings: Settings | None = None) -> str:
+    """Fit the scaler on training days only and store scaled, gap-aware segments per split."""
+    settings = _settings(settings)
+    spec = DatasetSpec.load(config.dataset)
+    run_key = dt.datetime.now(dt.UTC).strftime("%Y%m%dt%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_dir = settings.run_dir(config.dataset, run_key)
+    (run_dir / "prepared").mkdir(parents=True)
+    (run_dir / "bundle").mkdir()
+    (run_dir / "run.json").write_text(config.model_dump_json(indent=2))
+    scaler = None
+    for name, days in (
+        ("train", config.train),
+        ("validation", config.validation),
+        ("test", config.test),
+    ):
+        frame = pd.concat([load_day(settings, spec, day) for day in days.dates()])
+        segments, ordered = frame_to_segments(frame, spec.feature_names, spec.step)
+        if scaler is None:
+            scaler = StandardScaler.fit(segments.values, spec.feature_names)
+        scaled = Segments(scaler.transform(segments.values), segments.bounds)
+        _save_split(run_dir / "prepared" / f"{name}.npz", scaled, ordered)
+    scaler.save(run_dir / "bundle" / "scaler.json")
+    ModelBundle.save_spec(spec, run_dir / "bundle")
+    return str(run_dir)
+
+
+def detector_params(config: RunConfig) -> dict:
+    """Run-level settings a detector accepts, overridden by its explicit ``detector_params``."""
+    fields = detector_class(config.detector).Config.model_fields
+    common = {
+        "window": config.window,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "device": config.device,
+        "seed": config.seed,
+    }
+    return {key: value for key, value in common.items() if key in fields} | config.detector_params
+
+
+def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
+    """Train the configured detector on the prepared training split; save it in the bundle."""
+    path = Path(run_dir)
+    config = _run_config(path)
+    detector = detector_class(config.detector)(**detector_params(config))
+    train_split = _load_split(path, "train")
+    if isinstance(detector, TorchDetector):
+        detector.fit(
+            train_split.segments,
+            checkpoint_dir=path / "checkpoints",
+            resume=resume,
+            progress=progress,
+        )
+    else:
+        detector.fit(train_split.segments)
+    detector.save(path / "bundle" / "detector")
+    return run_dir
+
+
+def calibrate(run_dir: str) -> str:
+    """Fit the threshold on the labeled validation days (training scores when unlabeled)."""
+    path = Path(run_dir)
+    config = _run_config(path)
+    detector = load_detector(path / "bundle" / "detector")
+    split = _load_split(path, "validation")
+    method = config.calibration
+    if split.labels is not None and split.labels.any():
+        scores, labels = detector.score(split.segments), split.labels
+    else:
+        log.warning("validation days carry no anomaly labels: calibrating on training scores")
+        if method == "best_f1":
+            method = "percentile"
+        scores, labels = detector.score(_load_split(path, "train").segments), None
+    calibrator = make_calibrator(method).fit(scores, labels)
+    (path / "bundle" / "calibration.json").write_text(json.dumps(calibrator.to_dict(), indent=2))
+    return run_dir
+
+
+def evaluate(run_dir: str) -> str:
+    """Score the labeled test days at the calibrated threshold; write metrics and a plot."""
+    path = Path(run_dir)
+    bundle = ModelBundle.load(path / "bundle")
+    split = _load_split(path, "test")
+    if split.labels is None:
+        raise ValueError("test days carry no labels: evaluation needs labeled data")
+    scores = bundle.detector.score(split.segments)
+    metrics = evaluation.evaluate(split.labels, scores, bundle.threshold)
+    out = path / "evaluation"
+    out.mkdir(exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    figure = evaluation.plot_scores(
+        np.arange(len(scores)),
+        scores,
+        bundle.threshold,
+        split.labels,
+        title=f"{bundle.spec.name} / {bundle.detector.name}: test days, entities back to back",
+    )
+    figure.savefig(out / "test_scores.png", dpi=110, bbox_inches="tight")
+    return run_dir
+
+
+def _data_digest(run_dir: Path) -> str:
+    digest = hashlib.sha256()
+    with np.load(run_dir / "prepared" / "train.npz") as data:
+        digest.update(data["values"].tobytes())
+        digest.update(data["timestamps"].tobytes())
+    return digest.hexdigest()[:16]
+
+
+def register(run_dir: str, settings: Settings | None = None) -> dict:
+    """Log the run to MLflow and register the bundle as the ``@challenger`` version."""
+    from pipeline import tracking
+
+    settings = _settings(settings)
+    path = Path(run_dir)
+    config = _run_config(path)
+    metrics = json.loads((path / "evaluation" / "metrics.json").read_text())
+    calibration = json.loads((path / "bundle" / "calibration.json").read_text())
+    reports = [
+        settings.partition("validation", config.dataset, day) / REPORT_FILE
+        for day in run_days(config)
+    ]
+    tags = {
+        "dataset": config.dataset,
+        "detector": config.detector,
+        "window": str(config.window),
+        "threshold": f"{calibration['threshold']:.6g}",
+        "calibration_method": calibration["method"],
+        "data_digest": _data_digest(path),
+        "run_dir": str(path),
+    }
+    params = config.model_dump(mode="json", exclude={"detector_params"})
+    params |= {f"detector.{key}": value for key, value in detector_params(config).items()}
+    bundled_reports = path / "validation_reports.json"
+    bundled_reports.write_text(
+        json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
+    )
+    version = tracking.register_training_run(
+        settings,
+        config.dataset,
+        path / "bundle",
+        params=params,
+        metrics={key: float(value) for key, value in metrics.items()},
+        tags=tags,
+        artifacts=[
+            path / "run.json",
+            path / "evaluation" / "metrics.json",
+            path / "evaluation" / "test_scores.png",
+            path / "bundle" / "calibration.json",
+            bundled_reports,
+        ],
+    )
+    return {"name": version.name, "version": version.version, "run_id": version.run_id}
+
+
+def promote(
+    dataset: str,
+    metric: str = "auc_pr",
+    version: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    """Move ``@production`` to the challenger when it is at least as good (or to ``version``)."""
+    from pipeline import tracking
+
+    decision = tracking.promote(_settings(settings), dataset, metric, version)
+    return {
+        "promoted": decision.promoted,
+        "version": decision.version,
+        "previous": decision.previous,
+        "reason": decision.reason,
+    }
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame | None:
+    """The previous day, when it landed and passed validation: window context for today."""
+    previous = day - dt.timedelta(days=1)
+    if not is_validated(settings, spec.name, previous):
+        return None
+    landing = settings.partition("landing", spec.name, previous)
+    return io.to_canonical(io.read_partition(landing), spec)
+
+
+def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
+    """Score one day with the ``@production`` model; write the scores atomically.
+
+    A rerun for the same day replaces the output. Returns the path of the scores file.
+    """
+    from pipeline import tracking
+
+    settings = _settings(settings)
+    day = parse_date(date)
+    spec = DatasetSpec.load(dataset)
+    model = tracking.load_production_model(settings, dataset)
+    model.bundle.check_compatible(spec)
+    frame = load_day(settings, spec, day)
+    scores = model.bundle.score_frame(frame, _context(settings, spec, day))
+    scores["model_name"] = model.name
+    scores["model_version"] = model.version
+    out = settings.partition("scores", dataset, day)
+    target = io.write_parquet_atomic(scores, out / SCORES_FILE)
+    summary = {
+        "dataset": dataset,
+        "date": day.isoformat(),
+        "rows": len(scores),
+        "entities": int(scores[ENTITY].nunique()),
+        "anomalies": int(scores["is_anomaly"].sum()),
+        "anomaly_rate": float(scores["is_anomaly"].mean()),
+        "threshold": model.bundle.threshold,
+        "model_name": model.name,
+        "model_version": model.version,
+    }
+    io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
+    tracking.log_scoring_run(settings, dataset, day.isoformat(), model, summary)
+    return str(target)
+
+
+# --- demo data ----------------------------------------------------------------------------
+
+
+def generate(
+    start: str | dt.date = "2026-01-01",
+    days: int = 9,
+    patients: int = 8,
+    labeled_from: str | dt.date = "2026-01-05",
+    seed: int = 7,
+    settings: Settings | None = None,
+) -> list[str]:
+    """Write the synthetic vital-signs demo data as daily landing partitions."""
+    from pipeline.data.synthetic import VitalsScenario, generate_vitals
+
+    settings = _settings(settings)
+    scenario = VitalsScenario(
+        n_patients=patients,
+        start=parse_date(start),
+        n_days=days,
+        labeled_from=parse_date(labeled_from),
+        seed=seed,
+    )
+    written = []
+    for day, frame in generate_vitals(scenario).items():
+        target = settings.partition("landing", "vitals", day) / "part-0.parquet"
+        written.append(str(io.write_parquet_atomic(frame, target)))
+    return written

@@ -1,0 +1,247 @@
+"""Everything that talks to MLflow: runs, the model registry and its aliases.
+
+The production model is the registered model's ``@production`` alias (registry stages are
+deprecated); a new version arrives as ``@challenger`` and is promoted by metric or by hand. The
+model is logged as a pyfunc *from code* (``pipeline/packaged_model.py``) around a bundle of plain
+files, so loading it never unpickles an object.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+import pipeline
+from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec, Settings
+from pipeline.scoring import ModelBundle
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODEL = Path(__file__).with_name("packaged_model.py")
+CHALLENGER = "challenger"
+PRODUCTION = "production"
+T = TypeVar("T")
+
+
+class ModelNotFoundError(LookupError):
+    """No model version answers to the requested alias."""
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured stores (creating the embedded SQLite directory)."""
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    return MlflowClient(settings.tracking_uri, settings.registry_uri)
+
+
+def with_retries(call: Callable[[], T], what: str, attempts: int = 4, delay: float = 1.0) -> T:
+    """Retry a registry call with exponential backoff, then fail with a clear message."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except MlflowException as exc:
+            if _is_not_found(exc) or attempt == attempts:
+                raise
+            log.warning("%s failed (%s); retry %d/%d", what, exc, attempt, attempts - 1)
+        except OSError as exc:
+            if attempt == attempts:
+                raise ConnectionError(f"{what}: MLflow unreachable after {attempts} tries") from exc
+            log.warning("%s: MLflow unreachable (%s); retry %d/%d", what, exc, attempt, attempts)
+        time.sleep(delay * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _is_not_found(exc: MlflowException) -> bool:
+    return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=f"{settings.artifact_root}/{name}")
+
+
+def model_signature(spec: DatasetSpec) -> ModelSignature:
+    """Input: the canonical frame; output: one score row per input row."""
+    inputs = Schema(
+        [ColSpec("datetime", TIMESTAMP), ColSpec("string", ENTITY)]
+        + [ColSpec("double", name) for name in spec.feature_names]
+    )
+    outputs = Schema(
+        [
+            ColSpec("datetime", TIMESTAMP),
+            ColSpec("string", ENTITY),
+            ColSpec("double", "score"),
+            ColSpec("double", "threshold"),
+            ColSpec("boolean", "is_anomaly"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+
+
+def register_training_run(
+    settings: Settings,
+    dataset: str,
+    bundle_dir: Path,
+    params: dict,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifacts: list[Path],
+) -> RegisteredVersion:
+    """Log one training run (params, metrics, files, pyfunc model) and register a challenger."""
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    experiment_id = _experiment_id(client, settings, f"{name}-training")
+    bundle = ModelBundle.load(bundle_dir)
+    finite = {key: value for key, value in metrics.items() if math.isfinite(value)}
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+        mlflow.log_metrics(finite)
+        mlflow.set_tags(tags)
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PACKAGED_MODEL),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=model_signature(bundle.spec),
+            pip_requirements=[f"tsad=={pipeline.__version__}"],
+        )
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    client.update_registered_model(
+        name, description=f"tsad anomaly detector for dataset {dataset!r}"
+    )
+    for key, value in finite.items():
+        client.set_model_version_tag(name, version.version, f"metric.{key}", f"{value:.6g}")
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return RegisteredVersion(name, version.version, run.info.run_id)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    version: str
+    previous: str | None
+    reason: str
+
+
+def promote(
+    settings: Settings, dataset: str, metric: str, version: str | None = None
+) -> PromotionDecision:
+    """Move ``@production`` to the challenger if it is at least as good, or to ``version``.
+
+    An explicit ``version`` is a human decision and is applied as is.
+    """
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    current = _version_by_alias(client, name, PRODUCTION)
+    previous = None if current is None else current.version
+    if version is not None:
+        client.get_model_version(name, str(version))  # fails clearly for an unknown version
+        client.set_registered_model_alias(name, PRODUCTION, str(version))
+        client.set_model_version_tag(name, str(version), "promotion", "manual")
+        return PromotionDecision(True, str(version), previous, "promoted by hand")
+    challenger = _version_by_alias(client, name, CHALLENGER)
+    if challenger is None:
+        raise ModelNotFoundError(f"model {name!r} has no @{CHALLENGER} version to promote")
+    if current is not None and current.version == challenger.version:
+        return PromotionDecision(False, challenger.version, previous, "already in production")
+    candidate = _tag_metric(challenger.tags, metric)
+    incumbent = None if current is None else _tag_metric(current.tags, metric)
+    if incumbent is None or (candidate is not None and candidate >= incumbent):
+        reason = (
+            "no production version yet"
+            if incumbent is None
+            else f"{metric} {candidate:.4f} >= production's {incumbent:.4f}"
+        )
+        client.set_registered_model_alias(name, PRODUCTION, challenger.version)
+        client.set_model_version_tag(name, challenger.version, "promotion", reason)
+        return PromotionDecision(True, challenger.version, previous, reason)
+    reason = f"{metric} {candidate} < production version {previous}'s {incumbent:.4f}"
+    client.set_model_version_tag(name, challenger.version, "rejected", reason)
+    return PromotionDecision(False, challenger.version, previous, reason)
+
+
+def _version_by_alias(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+
+
+def _tag_metric(tags: dict[str, str], metric: str) -> float | None:
+    value = tags.get(f"metric.{metric}")
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class ProductionModel:
+    name: str
+    version: str
+    bundle: ModelBundle
+
+
+def load_production_model(settings: Settings, dataset: str) -> ProductionModel:
+    """Resolve ``@production`` once and load exactly that version (no race with a promotion)."""
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    version = with_retries(
+        lambda: _version_by_alias(client, name, PRODUCTION), f"resolving {name}@{PRODUCTION}"
+    )
+    if version is None:
+        raise ModelNotFoundError(
+            f"model {name!r} has no @{PRODUCTION} version: train and promote one first "
+            f"(tsad demo, the tsad_train DAG, or tsad promote --dataset {dataset} --version N)"
+        )
+    model = with_retries(
+        lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
+        f"loading {name} version {version.version}",
+    )
+    return ProductionModel(name, version.version, model.unwrap_python_model().bundle)
+
+
+def log_scoring_run(
+    settings: Settings, dataset: str, date: str, model: ProductionModel, summary: dict
+) -> str:
+    """Record a day's scoring (rows, anomaly rate, model version) as its own MLflow run."""
+    client = connect(settings)
+    experiment_id = _experiment_id(client, settings, f"{model.name}-scoring")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{dataset} {date}") as run:
+        mlflow.set_tags(
+            {
+                "dataset": dataset,
+                "date": date,
+                "model_name": model.name,
+                "model_version": model.version,
+            }
+        )
+        mlflow.log_metrics(
+            {key: float(value) for key, value in summary.items() if isinstance(value, int | float)}
+        )
+        mlflow.log_dict(summary, "summary.json")
+    return run.info.run_id
