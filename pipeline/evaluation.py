@@ -200,15 +200,20 @@ def vus(
     tpr = np.minimum(tp / positives, 1.0) * detected
     fpr = (n_pred - tp) / (len(true) - positives)
     precision = tp / n_pred
-    return VUS(roc=float(np.mean(_range_auc_roc(tpr, fpr))), pr=float(np.mean(_range_ap(tpr, precision))))
+    roc, pr = _range_auc_roc(tpr, fpr).mean(), _range_ap(tpr, precision).mean()
+    return VUS(roc=float(roc), pr=float(pr))
 
 
-def vus_roc(labels: npt.ArrayLike, scores: npt.ArrayLike, sliding_window: int = VUS_SLIDING_WINDOW) -> float:
+def vus_roc(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, sliding_window: int = VUS_SLIDING_WINDOW
+) -> float:
     """VUS-ROC; see :func:`vus`."""
     return vus(labels, scores, sliding_window).roc
 
 
-def vus_pr(labels: npt.ArrayLike, scores: npt.ArrayLike, sliding_window: int = VUS_SLIDING_WINDOW) -> float:
+def vus_pr(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, sliding_window: int = VUS_SLIDING_WINDOW
+) -> float:
     """VUS-PR, the TSB-AD headline metric; see :func:`vus`."""
     return vus(labels, scores, sliding_window).pr
 
@@ -371,8 +376,14 @@ def plot_scores(
     if labels is not None:
         starts, stops = segments(check_labels(labels, len(x)))
         for k, (start, stop) in enumerate(zip(starts, stops, strict=True)):
-            ax.axvspan(x[start], x[stop - 1], color="tab:orange", alpha=0.3, lw=0,
-                       label="true anomaly" if k == 0 else None)
+            ax.axvspan(
+                x[start],
+                x[stop - 1],
+                color="tab:orange",
+                alpha=0.3,
+                lw=0,
+                label="true anomaly" if k == 0 else None,
+            )
     ax.set(title=title, xlabel="time", ylabel="anomaly score")
     ax.legend(loc="upper right")
     return fig
@@ -410,10 +421,7 @@ def plot_score_histograms(labels: npt.ArrayLike, scores: npt.ArrayLike, threshol
 def plot_confusion_matrix(labels: npt.ArrayLike, predictions: npt.ArrayLike) -> Figure:
     """2x2 point-wise confusion matrix with counts written in the cells."""
     true, pred = _check_pair(labels, predictions)
-    counts = np.array(
-        [[np.count_nonzero(~true & ~pred), np.count_nonzero(~true & pred)],
-         [np.count_nonzero(true & ~pred), np.count_nonzero(true & pred)]]
-    )
+    counts = np.bincount(2 * true + pred, minlength=4).reshape(2, 2)  # rows true, cols predicted
     fig = _figure(4.5, 4.0)
     ax = fig.add_subplot()
     image = ax.imshow(counts, cmap="Blues")
@@ -421,7 +429,13 @@ def plot_confusion_matrix(labels: npt.ArrayLike, predictions: npt.ArrayLike) -> 
         color = "white" if count > counts.max() / 2 else "black"
         ax.text(col, row, f"{count:,}", ha="center", va="center", color=color)
     ticks = ["normal", "anomaly"]
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=ticks, yticklabels=ticks,
-           xlabel="predicted", ylabel="true")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=ticks,
+        yticklabels=ticks,
+        xlabel="predicted",
+        ylabel="true",
+    )
     fig.colorbar(image, ax=ax)
     return fig

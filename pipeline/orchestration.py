@@ -56,13 +56,38 @@ def init_airflow(settings: Settings) -> None:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
 
 
+def parse_dags(settings: Settings) -> None:
+    """Parse ``dags/`` into the metadata database; import errors fail loudly."""
+    result = run_airflow(["dags", "reserialize"], settings)
+    errors = run_airflow(["dags", "list-import-errors", "-o", "json"], settings)
+    if result.returncode != 0 or json.loads(errors.stdout or "[]"):
+        raise RuntimeError(f"the DAGs do not parse:\n{result.stderr[-2000:]}{errors.stdout}")
+
+
+def latest_run_state(dag_id: str, settings: Settings) -> str:
+    """State of the most recent run of a DAG (``airflow dags test`` exits 0 even on failure)."""
+    result = run_airflow(["dags", "list-runs", dag_id, "-o", "json"], settings)
+    if result.returncode != 0:
+        raise RuntimeError(f"cannot list runs of {dag_id}:\n{result.stderr[-2000:]}")
+    runs = json.loads(result.stdout or "[]")
+    if not runs:
+        raise RuntimeError(f"{dag_id} has no runs")
+    return max(runs, key=lambda run: run["run_after"])["state"]
+
+
 def test_dag(
     dag_id: str, settings: Settings, logical_date: str | None = None, conf: dict | None = None
-) -> subprocess.CompletedProcess:
-    """Run one DAG run in-process with ``airflow dags test``: real tasks, real XCom."""
+) -> str:
+    """Run one DAG run in-process with ``airflow dags test`` (real tasks, real XCom).
+
+    Returns the run's final state (``success`` or ``failed``).
+    """
     args = ["dags", "test", dag_id]
     if logical_date:
         args.append(logical_date)
     if conf:
         args += ["--conf", json.dumps(conf)]
-    return run_airflow(args, settings)
+    result = run_airflow(args, settings)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow dags test {dag_id} crashed:\n{result.stderr[-3000:]}")
+    return latest_run_state(dag_id, settings)

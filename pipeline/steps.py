@@ -36,7 +36,7 @@ from pipeline.config import (
 )
 from pipeline.data import io
 from pipeline.data.validate import ValidationReport, validate_batch
-from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
+from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import ModelBundle
@@ -170,7 +170,7 @@ def _save_split(path: Path, segments: Segments, frame: pd.DataFrame) -> None:
     arrays = {
         "values": segments.values,
         "bounds": segments.bounds,
-        "timestamps": frame[TIMESTAMP].to_numpy().astype("datetime64[ns]").astype(np.int64),
+        "timestamps": timestamps_ns(frame[TIMESTAMP]),
     }
     if LABEL in frame:
         arrays["labels"] = frame[LABEL].to_numpy(dtype=np.int8)

@@ -8,10 +8,12 @@ files, so loading it never unpickles an object.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -70,6 +72,19 @@ def _is_not_found(exc: MlflowException) -> bool:
     return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
 
+@contextlib.contextmanager
+def quiet_mlflow_hints() -> Iterator[None]:
+    """Silence MLflow's advice to add type hints and an input example.
+
+    The model's schema is its explicit signature; type-hint validation would re-check every
+    frame, and an input example would make MLflow load and run the model while logging it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
+        yield
+
+
 def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -123,13 +138,14 @@ def register_training_run(
         mlflow.set_tags(tags)
         for path in artifacts:
             mlflow.log_artifact(str(path))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PACKAGED_MODEL),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=model_signature(bundle.spec),
-            pip_requirements=[f"tsad=={pipeline.__version__}"],
-        )
+        with quiet_mlflow_hints():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PACKAGED_MODEL),
+                artifacts={"bundle": str(bundle_dir)},
+                signature=model_signature(bundle.spec),
+                pip_requirements=[f"tsad=={pipeline.__version__}"],
+            )
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.update_registered_model(
         name, description=f"tsad anomaly detector for dataset {dataset!r}"
@@ -218,10 +234,11 @@ def load_production_model(settings: Settings, dataset: str) -> ProductionModel:
             f"model {name!r} has no @{PRODUCTION} version: train and promote one first "
             f"(tsad demo, the tsad_train DAG, or tsad promote --dataset {dataset} --version N)"
         )
-    model = with_retries(
-        lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
-        f"loading {name} version {version.version}",
-    )
+    with quiet_mlflow_hints():
+        model = with_retries(
+            lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
+            f"loading {name} version {version.version}",
+        )
     return ProductionModel(name, version.version, model.unwrap_python_model().bundle)
 
 

@@ -66,8 +66,13 @@ class _KindSpec:
 _KIND_SPECS: dict[AnomalyKind, _KindSpec] = {
     "spike": _KindSpec(
         (2, 5),
-        (("heart_rate",), ("resp_rate",), ("spo2",), ("sys_bp", "dia_bp"),
-         ("heart_rate", "sys_bp")),
+        (
+            ("heart_rate",),
+            ("resp_rate",),
+            ("spo2",),
+            ("sys_bp", "dia_bp"),
+            ("heart_rate", "sys_bp"),
+        ),
     ),
     "level_shift": _KindSpec((20, 90), (("spo2",), ("heart_rate",))),
     "drift": _KindSpec((60, 180), (("temperature",), ("resp_rate",))),
@@ -202,9 +207,9 @@ def _draw_day(
         length = int(rng.integers(spec.minutes[0], spec.minutes[1] + 1))
         start = day_start + pd.Timedelta(minutes=int(rng.integers(0, MINUTES_PER_DAY - length)))
         features = spec.feature_sets[rng.integers(len(spec.feature_sets))]
-        drawn.append(InjectedAnomaly(
-            patient_id, kind, start, start + pd.Timedelta(minutes=length), features
-        ))
+        drawn.append(
+            InjectedAnomaly(patient_id, kind, start, start + pd.Timedelta(minutes=length), features)
+        )
     gap = pd.Timedelta(minutes=_MIN_GAP_MINUTES)
     kept: list[InjectedAnomaly] = []
     for anomaly in sorted(drawn, key=lambda anomaly: anomaly.start):
@@ -236,23 +241,53 @@ def _normal_vitals(rng: np.random.Generator, n_patients: int, n_minutes: int) ->
     tone = _ar1(rng, shape, 0.995, 1.0)  # slow autonomic tone shared by heart rate and BP
 
     hr_base = per_patient(75.0, 8.0, 55.0, 100.0)
-    heart_rate = (hr_base + uniform(4.0, 9.0) * circadian + 5.0 * tone
-                  + _ar1(rng, shape, 0.9, 2.0) + rng.normal(0.0, 1.0, shape))
-    resp_rate = (per_patient(15.0, 2.0, 11.0, 20.0) + 0.12 * (heart_rate - hr_base)
-                 + _ar1(rng, shape, 0.9, 0.8) + rng.normal(0.0, 0.4, shape))
+    heart_rate = (
+        hr_base
+        + uniform(4.0, 9.0) * circadian
+        + 5.0 * tone
+        + _ar1(rng, shape, 0.9, 2.0)
+        + rng.normal(0.0, 1.0, shape)
+    )
+    resp_rate = (
+        per_patient(15.0, 2.0, 11.0, 20.0)
+        + 0.12 * (heart_rate - hr_base)
+        + _ar1(rng, shape, 0.9, 0.8)
+        + rng.normal(0.0, 0.4, shape)
+    )
     sys_base = per_patient(122.0, 10.0, 100.0, 150.0)
-    sys_bp = (sys_base + uniform(6.0, 12.0) * circadian + 4.0 * tone
-              + _ar1(rng, shape, 0.95, 3.0) + rng.normal(0.0, 1.5, shape))
-    dia_bp = (sys_base - per_patient(45.0, 5.0, 35.0, 55.0) + 0.6 * (sys_bp - sys_base)
-              + _ar1(rng, shape, 0.95, 1.5) + rng.normal(0.0, 1.0, shape))
+    sys_bp = (
+        sys_base
+        + uniform(6.0, 12.0) * circadian
+        + 4.0 * tone
+        + _ar1(rng, shape, 0.95, 3.0)
+        + rng.normal(0.0, 1.5, shape)
+    )
+    dia_bp = (
+        sys_base
+        - per_patient(45.0, 5.0, 35.0, 55.0)
+        + 0.6 * (sys_bp - sys_base)
+        + _ar1(rng, shape, 0.95, 1.5)
+        + rng.normal(0.0, 1.0, shape)
+    )
     # Saturation sits just under its ceiling and only dips: noise is one-sided, clipped at 100.
-    spo2 = np.minimum(uniform(97.5, 99.0) + rng.normal(0.0, 0.3, shape)
-                      - np.abs(_ar1(rng, shape, 0.97, 0.8)), 100.0)
-    temperature = (per_patient(36.8, 0.2, 36.3, 37.3)
-                   + uniform(0.2, 0.3) * np.cos(2.0 * np.pi * (hours - peak_hour - 2.0) / 24.0)
-                   + _ar1(rng, shape, 0.999, 0.08) + rng.normal(0.0, 0.02, shape))
-    by_name = {"heart_rate": heart_rate, "spo2": spo2, "resp_rate": resp_rate,
-               "sys_bp": sys_bp, "dia_bp": dia_bp, "temperature": temperature}
+    spo2 = np.minimum(
+        uniform(97.5, 99.0) + rng.normal(0.0, 0.3, shape) - np.abs(_ar1(rng, shape, 0.97, 0.8)),
+        100.0,
+    )
+    temperature = (
+        per_patient(36.8, 0.2, 36.3, 37.3)
+        + uniform(0.2, 0.3) * np.cos(2.0 * np.pi * (hours - peak_hour - 2.0) / 24.0)
+        + _ar1(rng, shape, 0.999, 0.08)
+        + rng.normal(0.0, 0.02, shape)
+    )
+    by_name = {
+        "heart_rate": heart_rate,
+        "spo2": spo2,
+        "resp_rate": resp_rate,
+        "sys_bp": sys_bp,
+        "dia_bp": dia_bp,
+        "temperature": temperature,
+    }
     return np.stack([by_name[feature] for feature in FEATURES], axis=-1)
 
 
@@ -268,8 +303,9 @@ def _inject_all(
     minute = pd.Timedelta(minutes=1)
     for anomaly in anomalies:
         patient = patients[anomaly.patient_id]
-        span = slice((anomaly.start - scenario.origin) // minute,
-                     (anomaly.end - scenario.origin) // minute)
+        span = slice(
+            (anomaly.start - scenario.origin) // minute, (anomaly.end - scenario.origin) // minute
+        )
         labels[patient, span] = True
         for feature in anomaly.features:
             _inject(values[patient, span, FEATURES.index(feature)], anomaly.kind, feature, rng)
@@ -313,10 +349,12 @@ def _day_frame(
     minutes = slice(day_index * MINUTES_PER_DAY, (day_index + 1) * MINUTES_PER_DAY)
     day_start = scenario.origin + pd.Timedelta(days=day_index)
     times = pd.date_range(day_start, periods=MINUTES_PER_DAY, freq="min")
-    frame = pd.DataFrame({
-        TIMESTAMP: times.take(np.tile(np.arange(MINUTES_PER_DAY), scenario.n_patients)),
-        ENTITY_COLUMN: np.repeat(scenario.patient_ids, MINUTES_PER_DAY),
-    })
+    frame = pd.DataFrame(
+        {
+            TIMESTAMP: times.take(np.tile(np.arange(MINUTES_PER_DAY), scenario.n_patients)),
+            ENTITY_COLUMN: np.repeat(scenario.patient_ids, MINUTES_PER_DAY),
+        }
+    )
     day_values = values[:, minutes, :].reshape(-1, len(FEATURES))
     for index, feature in enumerate(FEATURES):
         frame[feature] = day_values[:, index]

@@ -98,6 +98,16 @@ def concat_segments(parts: Sequence[np.ndarray]) -> Segments:
     return Segments(values, bounds)
 
 
+def timestamps_ns(timestamps: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 nanoseconds, whatever the column's unit."""
+    return (
+        timestamps.dt.tz_convert("UTC")
+        .dt.tz_localize(None)
+        .to_numpy("datetime64[ns]")
+        .view(np.int64)
+    )
+
+
 def segment_bounds(frame: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
     """Offsets where a new entity starts or consecutive timestamps are more than a step apart.
 
@@ -107,7 +117,7 @@ def segment_bounds(frame: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
     if n_rows == 0:
         return np.array([0], dtype=np.int64)
     entity = frame[ENTITY].to_numpy()
-    times = frame[TIMESTAMP].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    times = timestamps_ns(frame[TIMESTAMP])
     new_entity = entity[1:] != entity[:-1]
     gap = np.diff(times) > int(pd.Timedelta(step).value)
     cuts = np.flatnonzero(new_entity | gap) + 1

@@ -6,11 +6,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.detectors.anomaly_transformer import AnomalyTransformer
 from pipeline.detectors.base import Detector
+from pipeline.detectors.classical import OCSVM, PCA, IForest
+from pipeline.detectors.dense_ae import DenseAE
+from pipeline.detectors.lstm import LSTMAE, LSTMForecast
+from pipeline.detectors.masked_transformer import MaskedTransformer
 from pipeline.detectors.transformer_ae import TransformerAE
+from pipeline.detectors.vae import VAE
 
 DETECTORS: dict[str, type[Detector]] = {
-    TransformerAE.name: TransformerAE,
+    detector.name: detector
+    for detector in (
+        PCA,
+        IForest,
+        OCSVM,
+        DenseAE,
+        VAE,
+        LSTMAE,
+        LSTMForecast,
+        TransformerAE,
+        MaskedTransformer,
+        AnomalyTransformer,
+    )
 }
 
 

@@ -61,6 +61,9 @@ class TorchDetector(Detector):
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Per-step anomaly score of each window, shape (batch, window)."""
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (0-based); epoch-dependent schedules override it."""
+
     def fit(
         self,
         train: Segments,
@@ -75,6 +78,7 @@ class TorchDetector(Detector):
         device = resolve_device(config.device)
         if valid is None:
             train, valid = train.split_tail(config.valid_fraction)
+        torch.manual_seed(config.seed)  # the initial weights belong to the seeded run
         module = self.build_module(train.n_features)
         trainer = Trainer(
             epochs=config.epochs,
@@ -86,6 +90,7 @@ class TorchDetector(Detector):
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             progress=progress,
+            epoch_hook=self.start_epoch,
         )
         train_source = WindowSource(train, config.window, config.train_stride, device)
         valid_source = None

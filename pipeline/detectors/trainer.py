@@ -25,6 +25,7 @@ from pipeline.data.windows import Segments, window_starts
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+EpochHook = Callable[[int], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,7 +102,9 @@ class Trainer:
 
     ``checkpoint_dir`` receives ``last.pt`` after every epoch (module, optimiser, RNG and
     early-stopping state); with ``resume=True`` a run continues from it and, with the same seed,
-    ends at the weights an uninterrupted run would reach.
+    ends at the weights an uninterrupted run would reach. ``epoch_hook`` is called with the
+    0-based epoch before each training epoch, so a schedule that depends on the epoch (a
+    masking curriculum, say) is a function of it alone and survives a resume.
     """
 
     epochs: int
@@ -113,6 +116,7 @@ class Trainer:
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = False
+    epoch_hook: EpochHook | None = None
 
     def fit(
         self,
@@ -135,6 +139,8 @@ class Trainer:
                 start_epoch, best_state, best_loss, history = restored
         bar = self._progress_bar(start_epoch)
         for epoch in range(start_epoch, self.epochs):
+            if self.epoch_hook is not None:
+                self.epoch_hook(epoch)
             module.train()
             history.train_loss.append(self._run_epoch(module, loss_fn, train, optimizer, generator))
             monitored = history.train_loss[-1]

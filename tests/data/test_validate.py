@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -120,10 +121,21 @@ def test_other_time_zones_are_converted_for_the_day(clean: pd.DataFrame, spec: D
         ),
     ],
 )
-def test_timestamps_without_a_zone_fail(clean: pd.DataFrame, spec: DatasetSpec, timestamps) -> None:
+def test_timestamps_without_a_zone_fail(
+    clean: pd.DataFrame, spec: DatasetSpec, timestamps: Callable[[pd.Series], pd.Series]
+) -> None:
     lines = failures_of(clean.assign(timestamp=timestamps(clean["timestamp"])), spec)
 
     assert lines[0].startswith("timestamp: not timezone-aware UTC datetimes (dtype ")
+
+
+def test_check_that_raises_is_reported_not_raised(clean: pd.DataFrame, spec: DatasetSpec) -> None:
+    frame = clean.assign(patient_id=[[pid] for pid in clean["patient_id"]])
+
+    [line] = failures_of(frame, spec)
+
+    assert line.startswith("(patient_id, timestamp): expect_compound_columns_to_be_unique could")
+    assert "unhashable type: 'list'" in line
 
 
 def test_too_few_rows_fail(clean: pd.DataFrame, spec: DatasetSpec) -> None:

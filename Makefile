@@ -1,0 +1,46 @@
+# tsad: `make demo` shows the whole loop, `make test` proves it. Both build .venv on first use
+# (and rebuild it when pyproject.toml, constraints.txt or requirements-test.txt change).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TSAD_HOME ?= $(CURDIR)/.tsad
+
+.PHONY: venv demo test lint format up clean
+
+$(STAMP): pyproject.toml constraints.txt requirements-test.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-test.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/tsad demo
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Airflow UI on :8080 (login printed by `airflow standalone`) and MLflow UI on :5000, both on the
+# embedded stores under $(TSAD_HOME). Ctrl-C stops both.
+up: venv
+	eval "$$($(BIN)/tsad airflow-env)" && \
+	$(BIN)/mlflow server --backend-store-uri "$$MLFLOW_TRACKING_URI" \
+	    --default-artifact-root "$$TSAD_ARTIFACT_ROOT" --host 127.0.0.1 --port 5000 & \
+	mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
+	eval "$$($(BIN)/tsad airflow-env)" && $(BIN)/airflow standalone
+
+clean:
+	rm -rf $(TSAD_HOME)

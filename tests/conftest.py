@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated TSAD_HOME per test and the location of the shared datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def tsad_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh runtime home (data tree, MLflow store) for one test."""
+    home = tmp_path / "tsad"
+    monkeypatch.setenv("TSAD_HOME", str(home))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+        monkeypatch.delenv(variable, raising=False)
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """``../shared/datasets``: skipped in a user's fresh clone, required in CI."""
+    if not SHARED_DATASETS.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{SHARED_DATASETS} is missing, and CI always provides it")
+        pytest.skip(f"{SHARED_DATASETS} not present (clone ../shared beside the repository)")
+    return SHARED_DATASETS

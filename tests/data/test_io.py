@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import DatasetSpec
+from pipeline.data import io
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "day" / "scores.parquet"
+    io.write_parquet_atomic(pd.DataFrame({"a": [1, 2]}), target)
+    io.write_parquet_atomic(pd.DataFrame({"a": [3]}), target)
+    assert pd.read_parquet(target)["a"].tolist() == [3]
+    assert [p.name for p in target.parent.iterdir()] == ["scores.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "does not exist"), (b"", "cannot read"), (b"PAR1 not really parquet", "cannot read")],
+)
+def test_unreadable_partitions_raise_a_clear_error(tmp_path, content, problem):
+    directory = tmp_path / "date=2026-01-01"
+    if content is not None:
+        directory.mkdir()
+        (directory / "part-0.parquet").write_bytes(content)
+    with pytest.raises(io.BatchReadError, match=problem):
+        io.read_partition(directory)
+
+
+def test_quarantine_copies_the_batch_with_its_report_and_keeps_landing(tmp_path):
+    landing = tmp_path / "landing" / "date=2026-01-01"
+    landing.mkdir(parents=True)
+    (landing / "part-0.parquet").write_bytes(b"data")
+    target = io.quarantine_batch(landing, tmp_path / "quarantine" / "date=2026-01-01", "{}")
+    assert sorted(p.name for p in target.iterdir()) == ["part-0.parquet", "validation_report.json"]
+    assert (landing / "part-0.parquet").read_bytes() == b"data"
+
+
+def test_to_canonical_maps_source_columns_without_touching_the_input():
+    spec = DatasetSpec.load("vitals")
+    raw = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-01-01", periods=3, freq="1min", tz="UTC"),
+            "patient_id": ["p1"] * 3,
+            **{name: np.ones(3) for name in spec.feature_names},
+            "label": [0, 1, 0],
+            "note": ["x"] * 3,
+        }
+    )
+    before = raw.copy()
+    frame = io.to_canonical(raw, spec)
+    assert list(frame.columns) == ["timestamp", "entity", *spec.feature_names, "label"]
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    pd.testing.assert_frame_equal(raw, before)
