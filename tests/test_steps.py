@@ -1,0 +1,165 @@
+"""Each pipeline step on a small synthetic ward: three patients, one training epoch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import steps, tracking
+from pipeline.config import RunConfig, Settings
+from pipeline.scoring import ModelMismatchError
+
+DAY = dt.date(2026, 1, 1)
+
+
+def day(offset: int) -> dt.date:
+    return DAY + dt.timedelta(days=offset)
+
+
+def small_run(**changes) -> RunConfig:
+    base = {
+        "dataset": "vitals",
+        "train": {"start": day(0), "end": day(1)},
+        "validation": {"start": day(2), "end": day(2)},
+        "test": {"start": day(3), "end": day(3)},
+        "epochs": 3,
+        "device": "cpu",
+    }
+    shipped = RunConfig.load("vitals").model_dump(include={"window", "batch_size", "detector_params"})
+    return RunConfig.model_validate(shipped | base | changes)
+
+
+@pytest.fixture(scope="module")
+def ward(tmp_path_factory: pytest.TempPathFactory):
+    """Six days of data for three patients and one trained, registered, promoted model."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("home") / "tsad"
+        patch.setenv("TSAD_HOME", str(home))
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+            patch.delenv(variable, raising=False)
+        settings = Settings.from_env()
+        steps.generate(start=DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
+        config = small_run()
+        steps.validate_days("vitals", steps.run_days(config), settings)
+        run_dir = steps.prepare(config, settings)
+        steps.evaluate(steps.calibrate(steps.train(run_dir)))
+        registered = steps.register(run_dir, settings)
+        promotion = steps.promote("vitals", settings=settings)
+        yield settings, Path(run_dir), registered, promotion
+
+
+def landing_file(settings: Settings, date: dt.date) -> Path:
+    return settings.partition("landing", "vitals", date) / "part-0.parquet"
+
+
+def test_prepare_fits_the_scaler_on_training_days_only(ward):
+    settings, run_dir, *_ = ward
+    scaler = json.loads((run_dir / "bundle" / "scaler.json").read_text())
+    train = pd.concat(pd.read_parquet(landing_file(settings, day(i))) for i in range(2))
+    np.testing.assert_allclose(scaler["mean"][0], train["heart_rate"].mean(), rtol=1e-4)
+    with np.load(run_dir / "prepared" / "test.npz") as test:
+        assert len(test["values"]) == 3 * 1440 and "labels" in test
+
+
+def test_training_writes_per_epoch_checkpoints_and_a_bundle(ward):
+    _, run_dir, *_ = ward
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "bundle" / "detector" / "config.json").is_file()
+
+
+def test_calibration_and_evaluation_use_their_own_days(ward):
+    _, run_dir, *_ = ward
+    calibration = json.loads((run_dir / "bundle" / "calibration.json").read_text())
+    assert calibration["method"] == "best_f1" and calibration["threshold"] > 0
+    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    assert {"precision", "recall", "f1", "auc_roc", "auc_pr", "vus_pr"} <= set(metrics)
+    assert metrics["auc_roc"] > 0.6
+    assert (run_dir / "evaluation" / "test_scores.png").stat().st_size > 10_000
+
+
+def test_register_records_threshold_metrics_and_aliases(ward):
+    settings, _, registered, promotion = ward
+    client = tracking.connect(settings)
+    version = client.get_model_version_by_alias(registered["name"], "production")
+    assert str(version.version) == str(registered["version"])
+    assert float(version.tags["threshold"]) > 0
+    assert {"metric.auc_pr", "metric.f1", "data_digest"} <= set(version.tags)
+    assert promotion["promoted"] and promotion["reason"] == "no production version yet"
+
+
+def test_a_worse_challenger_is_rejected_and_a_human_can_promote_it(ward):
+    settings, run_dir, registered, _ = ward
+    second = steps.register(str(run_dir), settings)
+    client = tracking.connect(settings)
+    client.set_model_version_tag(second["name"], second["version"], "metric.auc_pr", "-1")
+    decision = steps.promote("vitals", settings=settings)
+    assert not decision["promoted"]
+    assert "rejected" in client.get_model_version(second["name"], second["version"]).tags
+    manual = steps.promote("vitals", version=str(second["version"]), settings=settings)
+    assert manual["promoted"]
+    steps.promote("vitals", version=str(registered["version"]), settings=settings)
+
+
+def test_score_gives_every_row_a_score_and_reruns_replace(ward):
+    settings, *_ = ward
+    path = Path(steps.score("vitals", day(4), settings))
+    first = pd.read_parquet(path)
+    landed = pd.read_parquet(landing_file(settings, day(4)))
+    assert len(first) == len(landed)
+    assert list(first.columns) == [
+        "timestamp", "entity", "score", "threshold", "is_anomaly", "model_name", "model_version"
+    ]
+    assert first["score"].notna().all()
+    assert first["timestamp"].min() == pd.Timestamp(day(4), tz="UTC")
+    steps.score("vitals", day(4), settings)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), first)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["scores.parquet", "summary.json"]
+
+
+def test_previous_day_supplies_window_context(ward):
+    settings, *_ = ward
+    production = tracking.load_production_model(settings, "vitals")
+    spec = production.bundle.spec
+    today = steps.load_day(settings, spec, day(5))
+    yesterday = steps.load_day(settings, spec, day(4))
+    alone = production.bundle.score_frame(today)
+    with_context = production.bundle.score_frame(today, yesterday)
+    assert len(alone) == len(with_context) == len(today)
+    first_minutes = with_context["timestamp"] < pd.Timestamp(day(5), tz="UTC") + pd.Timedelta(
+        minutes=10
+    )
+    assert not np.allclose(alone["score"][first_minutes], with_context["score"][first_minutes])
+
+
+def test_a_broken_day_is_quarantined_and_nothing_is_scored(ward):
+    settings, *_ = ward
+    broken = day(5)
+    source = landing_file(settings, broken)
+    pd.read_parquet(source).drop(columns=["spo2"]).to_parquet(source, index=False)
+    original = source.read_bytes()
+    with pytest.raises(steps.BatchRejected, match="column 'spo2' missing"):
+        steps.score("vitals", broken, settings)
+    quarantine = settings.partition("quarantine", "vitals", broken)
+    report = json.loads((quarantine / "validation_report.json").read_text())
+    assert report["success"] is False
+    assert (quarantine / "part-0.parquet").read_bytes() == original
+    assert source.read_bytes() == original
+    assert not settings.partition("scores", "vitals", broken).exists()
+
+
+def test_a_model_for_other_features_is_refused(ward):
+    settings, *_ = ward
+    bundle = tracking.load_production_model(settings, "vitals").bundle
+    other = bundle.spec.model_copy(update={"features": bundle.spec.features[:-1]})
+    with pytest.raises(ModelMismatchError, match="expects features"):
+        bundle.check_compatible(other)
+
+
+def test_scoring_without_a_production_model_is_a_clear_error(tsad_home):
+    with pytest.raises(tracking.ModelNotFoundError, match="no @production version"):
+        steps.score("vitals", "2026-01-05", tsad_home)
