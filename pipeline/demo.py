@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline import steps
 from pipeline.config import RunConfig, Settings
-from pipeline.orchestration import init_airflow, parse_dags, test_dag
+from pipeline.orchestration import init_airflow, parse_dags, run_dag
 
 DATASET = "vitals"
 DAYS = 10
@@ -98,12 +98,12 @@ def run(epochs: int | None = None) -> None:
         "register -> promote ..."
     )
     conf = {"run_config": DATASET} | ({"epochs": epochs} if epochs else {})
-    if test_dag("tsad_train", settings, conf=conf) != "success":
+    if run_dag("tsad_train", settings, conf=conf) != "success":
         raise RuntimeError(f"tsad_train failed: see the task logs under {settings.home}/airflow")
     for day in days:
         # A manual run's data interval is the day that ends at its logical date, exactly as
         # the scheduler's run for `day` fires once that day is over.
-        state = test_dag("tsad_score", settings, logical_date=(day + ONE_DAY).isoformat())
+        state = run_dag("tsad_score", settings, logical_date=(day + ONE_DAY).isoformat())
         print(f"[demo] tsad_score {day}: {state}")
     _summarise(settings, config, days)
     print(f"[demo] finished in {time.monotonic() - started:.0f} s")

@@ -18,8 +18,9 @@ gradients. Gradients are linear in the loss, so one backward of the sum
 
     2 * rec + k * AssDis(P, S.detach()) - k * AssDis(P.detach(), S)
 
-accumulates exactly the same gradients with one traversal of the graph (verified in
-``tests/detectors/test_anomaly_transformer.py``). Its *value* is ``2 * rec`` (the two
+accumulates exactly the same gradients with one traversal of the graph (verified against the
+two-backward form in ``tests/detectors/test_anomaly_transformer.py``); :func:`minimax_loss`
+computes it with a single evaluation of the discrepancy. Its *value* is ``2 * rec`` (the two
 discrepancy terms are equal numbers with different stop-gradients), so the early-stopping
 signal is twice the held-out reconstruction error.
 
@@ -186,6 +187,18 @@ def association_discrepancy(
     return torch.stack(per_layer).mean(dim=0)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward (the gradient-reversal layer of DANN)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
 def minimax_loss(
     windows: torch.Tensor,
     reconstruction: torch.Tensor,
@@ -195,13 +208,17 @@ def minimax_loss(
 ) -> torch.Tensor:
     """Both minimax phases in one loss whose single backward equals the two-backward reference.
 
-    ``rec + k * AssDis(P, S.detach())`` (minimise: the prior approaches the series association)
-    plus ``rec - k * AssDis(P.detach(), S)`` (maximise: the series association moves away).
+    The sum of the phases, ``2 * rec + k * AssDis(P, S.detach()) - k * AssDis(P.detach(), S)``,
+    holds the same discrepancy twice with opposite signs and different stop-gradients: its
+    gradient is ``+k dAssDis/dP`` for the prior and ``-k dAssDis/dS`` for the series. One
+    evaluation of the discrepancy with S behind a gradient reversal gives exactly that (the
+    KL terms are computed once, not twice); subtracting its detached value keeps the loss's
+    value at ``2 * rec``, as the sum's is.
     """
     reconstruction_loss = nn.functional.mse_loss(reconstruction, windows)
-    prior_side = association_discrepancy(priors, [s.detach() for s in series]).mean()
-    series_side = association_discrepancy([p.detach() for p in priors], series).mean()
-    return 2.0 * reconstruction_loss + k * prior_side - k * series_side
+    reversed_series = [_ReverseGradient.apply(layer_series) for layer_series in series]
+    discrepancy = association_discrepancy(priors, reversed_series).mean()
+    return 2.0 * reconstruction_loss + k * (discrepancy - discrepancy.detach())
 
 
 class AnomalyTransformer(TorchDetector):

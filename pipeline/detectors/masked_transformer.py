@@ -92,8 +92,12 @@ class MaskedTransformer(TorchDetector):
         return MaskedTransformerEncoder(n_features, self.config.window, self.config)
 
     def training_loss(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """MSE at masked steps: random masks at the curriculum's ratio in training; the fixed
-        score masks in validation, so early stopping compares epochs on one yardstick."""
+        """Mean squared error at the masked steps.
+
+        Training draws random masks at the curriculum's current ratio; validation uses the
+        fixed score masks, so early stopping compares epochs on one yardstick even though the
+        training task gets harder every epoch.
+        """
         if not module.training:
             return module.masked_errors(windows).mean()
         mask = torch.rand(windows.shape[:2], device=windows.device) < self._mask_ratio

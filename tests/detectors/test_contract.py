@@ -1,0 +1,160 @@
+"""The detector contract, checked for every registered detector.
+
+Each detector is fitted once (small hyper-parameters, all in ``SMALL`` below) on a normal
+synthetic series; the tests then check that it detects, scores every row of ragged input,
+round-trips through save/load to identical scores, and fails clearly when misused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydantic
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.cli import cmd_detectors
+from pipeline.data.windows import Segments
+from pipeline.detectors.base import Detector, NotFittedError
+from pipeline.detectors.registry import DETECTORS, load_detector, make_detector
+from pipeline.detectors.torch_base import TorchDetector
+
+_TORCH = {
+    "window": 24,
+    "epochs": 5,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
+    "train_stride": 2,
+    "patience": 5,
+    "device": "cpu",
+}
+_ATTENTION = {"d_model": 32, "n_heads": 4, "dim_feedforward": 64}
+
+# The one place where the tests' hyper-parameters live: small and quick on two CPU cores.
+SMALL: dict[str, dict] = {
+    "pca": {"n_components": 2},
+    "iforest": {"window": 4, "n_estimators": 50},
+    "ocsvm": {"window": 4, "max_samples": 1000},
+    "dense_ae": _TORCH | {"hidden": [64], "code_size": 8, "denoising": 0.05, "sparse": 1e-4},
+    "vae": _TORCH | {"hidden": [64], "latent_size": 8},
+    "lstm_ae": _TORCH | {"hidden_size": 32},
+    "lstm_forecast": _TORCH | {"hidden_size": 32},
+    "transformer_ae": _TORCH | _ATTENTION | {"n_layers": 1},
+    "masked_transformer": _TORCH | _ATTENTION | {"n_layers": 1},
+    "anomaly_transformer": _TORCH | _ATTENTION | {"n_layers": 2},
+}
+MIN_AUC = 0.8
+
+NAMES = sorted(DETECTORS)
+
+
+@pytest.fixture(scope="module")
+def fitted(train_segments: Segments) -> Callable[[str], tuple[Detector, Detector]]:
+    """Fit each detector at most once per module: returns (detector, what fit returned)."""
+    cache: dict[str, tuple[Detector, Detector]] = {}
+
+    def get(name: str) -> tuple[Detector, Detector]:
+        if name not in cache:
+            detector = make_detector(name, **SMALL[name])
+            cache[name] = detector, detector.fit(train_segments)
+        return cache[name]
+
+    return get
+
+
+def test_every_registered_detector_is_tested() -> None:
+    assert set(SMALL) == set(DETECTORS)
+    for name, cls in DETECTORS.items():
+        assert cls.name == name
+        assert (cls.__doc__ or "").strip(), f"{name} needs a docstring: `tsad detectors` shows it"
+
+
+def test_cli_lists_every_detector(capsys: pytest.CaptureFixture[str]) -> None:
+    cmd_detectors(None)
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:1] != " "}
+    assert listed == set(DETECTORS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_returns_self(name: str, fitted) -> None:
+    detector, returned = fitted(name)
+    assert returned is detector
+    assert detector.is_fitted
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_detects_injected_anomalies(name: str, fitted, labelled_test) -> None:
+    detector, _ = fitted(name)
+    segments, labels = labelled_test
+    scores = detector.score(segments)
+    assert roc_auc_score(labels, scores) > MIN_AUC
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_every_row_of_ragged_segments(name: str, fitted, ragged_segments) -> None:
+    detector, _ = fitted(name)
+    scores = detector.score(ragged_segments)
+    assert scores.shape == (ragged_segments.n_rows,)
+    assert np.all(np.isfinite(scores))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_round_trip_gives_identical_scores(
+    name: str, fitted, ragged_segments, tmp_path: Path
+) -> None:
+    detector, _ = fitted(name)
+    detector.save(tmp_path / name)
+    loaded = load_detector(tmp_path / name)
+    assert type(loaded) is type(detector)
+    assert loaded.config == detector.config
+    np.testing.assert_allclose(
+        loaded.score(ragged_segments), detector.score(ragged_segments), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_does_not_depend_on_scoring_batch_size(name: str, fitted, ragged_segments) -> None:
+    detector, _ = fitted(name)
+    reference = detector.score(ragged_segments)
+    original = detector.config
+    detector.config = original.model_copy(update={"score_batch_size": 7})
+    try:
+        np.testing.assert_allclose(detector.score(ragged_segments), reference, rtol=1e-5)
+    finally:
+        detector.config = original
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_before_fit_raises_not_fitted(name: str, ragged_segments) -> None:
+    with pytest.raises(NotFittedError, match="not fitted"):
+        make_detector(name, **SMALL[name]).score(ragged_segments)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_feature_count_raises(name: str, fitted) -> None:
+    detector, _ = fitted(name)
+    with pytest.raises(ValueError, match="features"):
+        detector.score(Segments.single(np.zeros((50, 5), dtype=np.float32)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_hyper_parameter_is_rejected(name: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        make_detector(name, not_a_parameter=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_init_stores_hyper_parameters_only(name: str) -> None:
+    detector = make_detector(name, **SMALL[name])
+    assert not detector.is_fitted
+    assert set(vars(detector)) == {"config"}
+
+
+def test_torch_detectors_record_training_history(fitted) -> None:
+    for name, cls in DETECTORS.items():
+        if issubclass(cls, TorchDetector):
+            history = fitted(name)[0].history_
+            assert history.train_loss and history.valid_loss, name
+            assert 1 <= history.best_epoch <= len(history.train_loss), name

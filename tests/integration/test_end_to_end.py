@@ -1,0 +1,74 @@
+"""Both DAGs through Airflow itself (``airflow dags test``: real tasks, real XCom), then the
+registry and the outputs are checked as a user would check them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from pipeline import steps, tracking
+from pipeline.config import RunConfig, Settings
+from pipeline.orchestration import init_airflow, parse_dags, run_dag
+
+pytestmark = pytest.mark.slow
+
+CONFIG = RunConfig.load("vitals")
+SCORED = [CONFIG.test.end + dt.timedelta(days=1), CONFIG.test.end + dt.timedelta(days=2)]
+BROKEN = SCORED[-1] + dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TSAD_HOME", str(tmp_path_factory.mktemp("e2e") / "tsad"))
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+            patch.delenv(variable, raising=False)
+        settings = Settings.from_env()
+        days = (BROKEN - CONFIG.train.start).days + 1
+        steps.generate(start=CONFIG.train.start, days=days, patients=4,
+                       labeled_from=CONFIG.validation.start, settings=settings)
+        broken = settings.partition("landing", "vitals", BROKEN) / "part-0.parquet"
+        pd.read_parquet(broken).drop(columns=["heart_rate"]).to_parquet(broken, index=False)
+        init_airflow(settings)
+        parse_dags(settings)
+        states = {"train": run_dag("tsad_train", settings, conf={"epochs": 3})}
+        for day in [*SCORED, BROKEN]:
+            run_date = (day + dt.timedelta(days=1)).isoformat()
+            states[day] = run_dag("tsad_score", settings, logical_date=run_date)
+        yield settings, states
+
+
+def test_training_dag_registers_and_promotes(pipeline_run):
+    settings, states = pipeline_run
+    assert states["train"] == "success"
+    client = tracking.connect(settings)
+    version = client.get_model_version_by_alias(settings.model_name("vitals"), "production")
+    assert float(version.tags["threshold"]) > 0
+    assert version.tags["calibration_method"] == "best_f1"
+    assert float(version.tags["metric.auc_pr"]) > 0
+
+
+def test_scoring_dag_scores_each_day_and_finds_the_anomalies(pipeline_run):
+    settings, states = pipeline_run
+    for day in SCORED:
+        assert states[day] == "success"
+        scores = pd.read_parquet(settings.partition("scores", "vitals", day) / "scores.parquet")
+        landed = pd.read_parquet(
+            settings.partition("landing", "vitals", day) / "part-0.parquet"
+        ).sort_values(["patient_id", "timestamp"])
+        assert len(scores) == len(landed)
+        assert (scores["timestamp"].dt.date == day).all()
+        alarms = scores["is_anomaly"].to_numpy()
+        truth = landed["label"].to_numpy() == 1
+        recall = (alarms & truth).sum() / truth.sum()
+        assert recall > 3 * alarms.mean(), (recall, alarms.mean())
+
+
+def test_a_broken_day_is_quarantined_while_others_score(pipeline_run):
+    settings, states = pipeline_run
+    assert states[BROKEN] == "failed"
+    quarantine = settings.partition("quarantine", "vitals", BROKEN)
+    assert (quarantine / "validation_report.json").is_file()
+    assert not settings.partition("scores", "vitals", BROKEN).exists()
