@@ -17,7 +17,7 @@ def test_names_that_could_escape_the_home_are_refused(name):
 
 
 def test_unknown_dataset_names_the_known_ones():
-    with pytest.raises(ConfigError, match="known: .*vitals"):
+    with pytest.raises(ConfigError, match=r"known: .*vitals"):
         DatasetSpec.load("nope")
 
 

@@ -30,7 +30,9 @@ def small_run(**changes) -> RunConfig:
         "epochs": 3,
         "device": "cpu",
     }
-    shipped = RunConfig.load("vitals").model_dump(include={"window", "batch_size", "detector_params"})
+    shipped = RunConfig.load("vitals").model_dump(
+        include={"window", "batch_size", "detector_params"}
+    )
     return RunConfig.model_validate(shipped | base | changes)
 
 
@@ -112,7 +114,13 @@ def test_score_gives_every_row_a_score_and_reruns_replace(ward):
     landed = pd.read_parquet(landing_file(settings, day(4)))
     assert len(first) == len(landed)
     assert list(first.columns) == [
-        "timestamp", "entity", "score", "threshold", "is_anomaly", "model_name", "model_version"
+        "timestamp",
+        "entity",
+        "score",
+        "threshold",
+        "is_anomaly",
+        "model_name",
+        "model_version",
     ]
     assert first["score"].notna().all()
     assert first["timestamp"].min() == pd.Timestamp(day(4), tz="UTC")

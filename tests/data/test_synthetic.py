@@ -42,9 +42,7 @@ def anomalies() -> list[InjectedAnomaly]:
 
 
 @pytest.fixture(scope="module")
-def series(
-    frames: dict[dt.date, pd.DataFrame], anomalies: list[InjectedAnomaly]
-) -> pd.DataFrame:
+def series(frames: dict[dt.date, pd.DataFrame], anomalies: list[InjectedAnomaly]) -> pd.DataFrame:
     """All days back to back per patient, with where the anomalies are."""
     joined = pd.concat(frames.values(), ignore_index=True)
     joined = joined.sort_values([ENTITY_COLUMN, TIMESTAMP], ignore_index=True)
@@ -187,8 +185,12 @@ def test_heart_rate_and_blood_pressure_dip_at_night(series: pd.DataFrame) -> Non
 
 @pytest.mark.parametrize(
     "change",
-    [{"n_days": 0}, {"n_patients": 0}, {"anomalies_per_patient_day": -1.0},
-     {"train_anomaly_scale": 1.5}],
+    [
+        {"n_days": 0},
+        {"n_patients": 0},
+        {"anomalies_per_patient_day": -1.0},
+        {"train_anomaly_scale": 1.5},
+    ],
 )
 def test_scenario_rejects_impossible_settings(change: dict) -> None:
     settings = {"start": dt.date(2024, 1, 1), "n_days": 1, "labeled_from": dt.date(2024, 1, 1)}

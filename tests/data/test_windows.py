@@ -48,7 +48,7 @@ def test_gaps_and_entities_break_segments():
     times = pd.date_range("2026-01-01", periods=6, freq="1min", tz="UTC")
     frame = pd.DataFrame(
         {
-            "timestamp": list(times[:3]) + [times[5]] + list(times[:2]),
+            "timestamp": [*list(times[:3]), times[5], *list(times[:2])],
             "entity": ["a", "a", "a", "a", "b", "b"],
             "x": np.arange(6.0),
         }

@@ -27,8 +27,13 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
             patch.delenv(variable, raising=False)
         settings = Settings.from_env()
         days = (BROKEN - CONFIG.train.start).days + 1
-        steps.generate(start=CONFIG.train.start, days=days, patients=4,
-                       labeled_from=CONFIG.validation.start, settings=settings)
+        steps.generate(
+            start=CONFIG.train.start,
+            days=days,
+            patients=4,
+            labeled_from=CONFIG.validation.start,
+            settings=settings,
+        )
         broken = settings.partition("landing", "vitals", BROKEN) / "part-0.parquet"
         pd.read_parquet(broken).drop(columns=["heart_rate"]).to_parquet(broken, index=False)
         init_airflow(settings)
