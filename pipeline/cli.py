@@ -71,6 +71,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
     demo.run(epochs=args.epochs)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pipeline import benchmark
+
+    results, skipped = benchmark.run(
+        Path(args.data_root),
+        _names(args.datasets),
+        _names(args.detectors),
+        Path(args.out),
+        save_scores=Path(args.save_scores) if args.save_scores else None,
+        epochs=args.epochs,
+        device=args.device,
+    )
+    _print(benchmark.markdown_table(results, skipped))
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def cmd_detectors(args: argparse.Namespace) -> None:
     from pipeline.detectors.registry import DETECTORS
 
@@ -133,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")
     demo.add_argument("--epochs", type=int, default=None)
     demo.set_defaults(handler=cmd_demo)
+
+    bench = commands.add_parser("bench", help="benchmark detectors on public labeled data")
+    bench.add_argument("--data-root", required=True, help="folder holding SMD/, ASD/, NAB/ ...")
+    bench.add_argument("--datasets", required=True, help="comma-separated, e.g. SMD,ASD")
+    bench.add_argument("--detectors", default="pca,transformer_ae")
+    bench.add_argument("--out", default="results.csv")
+    bench.add_argument("--save-scores", help="write one .npz of scores per series and detector")
+    bench.add_argument("--epochs", type=int)
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.set_defaults(handler=cmd_bench)
 
     detectors = commands.add_parser("detectors", help="list detectors and hyper-parameters")
     detectors.set_defaults(handler=cmd_detectors)

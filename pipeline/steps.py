@@ -37,7 +37,7 @@ from pipeline.config import (
 from pipeline.data import io
 from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
-from pipeline.detectors.registry import detector_class, load_detector
+from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import ModelBundle
 
@@ -219,7 +219,6 @@ def prepare(config: RunConfig, settings: Settings | None = None) -> str:
 
 def detector_params(config: RunConfig) -> dict:
     """Run-level settings a detector accepts, overridden by its explicit ``detector_params``."""
-    fields = detector_class(config.detector).Config.model_fields
     common = {
         "window": config.window,
         "epochs": config.epochs,
@@ -227,7 +226,7 @@ def detector_params(config: RunConfig) -> dict:
         "device": config.device,
         "seed": config.seed,
     }
-    return {key: value for key, value in common.items() if key in fields} | config.detector_params
+    return supported_params(config.detector, common) | config.detector_params
 
 
 def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
@@ -280,14 +279,20 @@ def evaluate(run_dir: str) -> str:
     out = path / "evaluation"
     out.mkdir(exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    figure = evaluation.plot_scores(
-        np.arange(len(scores)),
-        scores,
-        bundle.threshold,
-        split.labels,
-        title=f"{bundle.spec.name} / {bundle.detector.name}: test days, entities back to back",
-    )
-    figure.savefig(out / "test_scores.png", dpi=110, bbox_inches="tight")
+    predictions = scores >= bundle.threshold
+    title = f"{bundle.spec.name} / {bundle.detector.name}: test days, entities back to back"
+    figures = {
+        "test_scores": evaluation.plot_scores(
+            np.arange(len(scores)), scores, bundle.threshold, split.labels, title=title
+        ),
+        "pr_curve": evaluation.plot_pr_curve(split.labels, scores),
+        "score_histograms": evaluation.plot_score_histograms(
+            split.labels, scores, bundle.threshold
+        ),
+        "confusion_matrix": evaluation.plot_confusion_matrix(split.labels, predictions),
+    }
+    for name, figure in figures.items():
+        figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
     return run_dir
 
 
@@ -336,8 +341,7 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
         tags=tags,
         artifacts=[
             path / "run.json",
-            path / "evaluation" / "metrics.json",
-            path / "evaluation" / "test_scores.png",
+            *sorted((path / "evaluation").iterdir()),
             path / "bundle" / "calibration.json",
             bundled_reports,
         ],

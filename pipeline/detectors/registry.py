@@ -45,6 +45,12 @@ def make_detector(name: str, **params: Any) -> Detector:
     return detector_class(name)(**params)
 
 
+def supported_params(name: str, candidates: dict[str, Any]) -> dict[str, Any]:
+    """The subset of run-level settings (window, epochs, device, ...) a detector accepts."""
+    fields = detector_class(name).Config.model_fields
+    return {key: value for key, value in candidates.items() if key in fields}
+
+
 def load_detector(directory: str | Path) -> Detector:
     """Load any saved detector, dispatching on the name recorded in its ``config.json``."""
     meta = json.loads((Path(directory) / "config.json").read_text())
