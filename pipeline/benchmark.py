@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from pipeline import evaluation
 from pipeline.calibration import make_calibrator
@@ -71,9 +72,8 @@ def run_series(
         save_scores.mkdir(parents=True, exist_ok=True)
         np.savez(
             save_scores / f"{series.dataset}__{series.name}__{detector_name}.npz",
-            scores=scores,
-            labels=series.test_labels,
-            cut=split.cut,
+            score=reported,
+            label=split.eval_labels,
             threshold=calibrator.threshold_,
         )
     return BenchmarkRow(
@@ -104,19 +104,23 @@ def run(
     skipped: dict[str, int] = {}
     rows: list[BenchmarkRow] = []
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
+    evaluated: list[BenchmarkSeries] = []
+    for dataset in datasets:
+        for series in load_benchmark(data_root, dataset):
+            if has_evaluation_anomalies(split_for_evaluation(series)):
+                evaluated.append(series)
+            else:
+                skipped[dataset] = skipped.get(dataset, 0) + 1
+    grid = [(series, name) for series in evaluated for name in detectors]
+    with out.open("w", newline="") as handle, tqdm(grid, desc="series x detector") as bar:
         writer = csv.DictWriter(handle, fieldnames=list(BenchmarkRow.__dataclass_fields__))
         writer.writeheader()
-        for dataset in datasets:
-            for series in load_benchmark(data_root, dataset):
-                if not has_evaluation_anomalies(split_for_evaluation(series)):
-                    skipped[dataset] = skipped.get(dataset, 0) + 1
-                    continue
-                for name in detectors:
-                    row = run_series(series, name, common, save_scores)
-                    rows.append(row)
-                    writer.writerow(asdict(row))
-                    handle.flush()
+        for series, name in bar:
+            bar.set_postfix_str(f"{series.dataset}/{series.name} {name}")
+            row = run_series(series, name, common, save_scores)
+            rows.append(row)
+            writer.writerow(asdict(row))
+            handle.flush()
     return pd.DataFrame([asdict(row) for row in rows]), skipped
 
 

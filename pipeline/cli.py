@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="move @production to a version")
     promote.add_argument("--dataset", required=True)
     promote.add_argument("--version", help="promote this version by hand")
-    promote.add_argument("--metric", default="auc_pr")
+    promote.add_argument("--metric", default="vus_pr")
     promote.set_defaults(handler=cmd_promote)
 
     demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")

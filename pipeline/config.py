@@ -177,7 +177,7 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     calibration: CalibrationMethod = "best_f1"
-    promotion_metric: str = "auc_pr"
+    promotion_metric: str = "vus_pr"
     detector_params: dict = Field(default_factory=dict)
 
     @field_validator("dataset")

@@ -351,7 +351,7 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
 
 def promote(
     dataset: str,
-    metric: str = "auc_pr",
+    metric: str = "vus_pr",
     version: str | None = None,
     settings: Settings | None = None,
 ) -> dict:

@@ -98,7 +98,7 @@ def test_a_worse_challenger_is_rejected_and_a_human_can_promote_it(ward):
     settings, run_dir, registered, _ = ward
     second = steps.register(str(run_dir), settings)
     client = tracking.connect(settings)
-    client.set_model_version_tag(second["name"], second["version"], "metric.auc_pr", "-1")
+    client.set_model_version_tag(second["name"], second["version"], "metric.vus_pr", "-1")
     decision = steps.promote("vitals", settings=settings)
     assert not decision["promoted"]
     assert "rejected" in client.get_model_version(second["name"], second["version"]).tags
