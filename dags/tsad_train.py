@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from pipeline.detectors.names import DETECTOR_NAMES
+
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
 
 
@@ -38,8 +40,8 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
         "detector": Param(
             None,
             type=["null", "string"],
-            pattern="^[a-z0-9_]{1,64}$",
-            description="a name from `tsad detectors`",
+            enum=[None, *DETECTOR_NAMES],
+            description="override the run config's detector (see `tsad detectors`)",
         ),
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000),
         "window": Param(None, type=["null", "integer"], minimum=2, maximum=4096),

@@ -38,6 +38,13 @@ def test_training_runs_on_the_gpu_queue(dagbag):
     assert dagbag.dags["tsad_train"].get_task("train").queue == "gpu"
 
 
+def test_detector_param_offers_every_registered_detector(dagbag):
+    from pipeline.detectors.registry import DETECTORS
+
+    enum = dagbag.dags["tsad_train"].params.get_param("detector").schema["enum"]
+    assert set(enum) - {None} == set(DETECTORS)
+
+
 def test_schedules_and_params(dagbag):
     train, score = dagbag.dags["tsad_train"], dagbag.dags["tsad_score"]
     assert {"dataset", "detector", "epochs", "window", "calibration"} <= set(train.params)
