@@ -8,7 +8,9 @@ entities are scored in chunks so memory stays bounded however many a day holds.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
 
 SCORE_COLUMNS = ["timestamp", "entity", "score", "threshold", "is_anomaly"]
+ENTITIES_FILE = "entities.json"
 _OWN_ROW = "__tsad_own_row"
 
 
@@ -38,6 +41,7 @@ class ModelBundle:
     scaler: StandardScaler
     detector: Detector
     calibration: dict
+    entities: frozenset[str] | None = None  # seen in training; None for older bundles
 
     @property
     def threshold(self) -> float:
@@ -49,11 +53,27 @@ class ModelBundle:
         return int(getattr(self.detector.config, "window", 1))
 
     def check_compatible(self, spec: DatasetSpec) -> None:
-        """Refuse to score data whose features differ from the model's."""
+        """Refuse, before scoring, a model that does not fit the dataset's current spec.
+
+        The features must be the same in the same order, and the sampling step the one the
+        model's window was learnt at; the window must fit in one day, since the previous day is
+        all the context a day's scoring reads.
+        """
         if list(self.scaler.features) != spec.feature_names:
             raise ModelMismatchError(
                 f"model expects features {list(self.scaler.features)}, "
                 f"dataset {spec.name!r} has {spec.feature_names}"
+            )
+        if self.spec.step != spec.step:
+            raise ModelMismatchError(
+                f"model was trained on {self.spec.frequency!r} steps, "
+                f"dataset {spec.name!r} now has {spec.frequency!r}: its window spans another time"
+            )
+        steps_per_day = dt.timedelta(days=1) // spec.step
+        if self.window > steps_per_day:
+            raise ModelMismatchError(
+                f"model window of {self.window} steps exceeds the {steps_per_day} steps of a "
+                f"{spec.frequency!r} day that scoring can use as context"
             )
 
     def score_segments(self, frame: pd.DataFrame) -> np.ndarray:
@@ -115,6 +135,8 @@ class ModelBundle:
         self.detector.save(directory / "detector")
         (directory / "calibration.json").write_text(json.dumps(self.calibration, indent=2))
         self.save_spec(self.spec, directory)
+        if self.entities is not None:
+            self.save_entities(self.entities, directory)
         return directory
 
     @staticmethod
@@ -123,6 +145,11 @@ class ModelBundle:
         (directory / "spec.yaml").write_text(
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
         )
+
+    @staticmethod
+    def save_entities(entities: Iterable[str], directory: Path) -> None:
+        """Record the entities seen in training, so scoring can flag the ones it never saw."""
+        (directory / ENTITIES_FILE).write_text(json.dumps(sorted(set(entities)), indent=0))
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
@@ -133,4 +160,9 @@ class ModelBundle:
             scaler=StandardScaler.load(directory / "scaler.json"),
             detector=load_detector(directory / "detector"),
             calibration=calibration,
+            entities=_load_entities(directory / ENTITIES_FILE),
         )
+
+
+def _load_entities(path: Path) -> frozenset[str] | None:
+    return frozenset(json.loads(path.read_text())) if path.is_file() else None
