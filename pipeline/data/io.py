@@ -62,10 +62,7 @@ def _read_csv(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
         header = str(frame.columns[0])
         other = next((mark for mark in CSV_MISTAKEN_DELIMITERS if mark in header), None)
         if other is not None:
-            raise BatchReadError(
-                f"cannot read {path.name}: one column {header[:60]!r}...; the file is separated "
-                f"by {other!r}, not ','"
-            )
+            raise ValueError(f"one column {header[:40]!r}...: separated by {other!r}, not ','")
     if TIMESTAMP in frame:
         with contextlib.suppress(ValueError, TypeError):
             frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], format="ISO8601")
