@@ -284,8 +284,8 @@ def _let_through(
     """A case whose rows must all be scored, ``flag`` on exactly ``expected_flagged`` of them."""
 
     def run(lab: Lab) -> Outcome:
+        steps.validate(DATASET, lab.new_day(), lab.settings)  # a clean day before: window context
         day = lab.new_day()
-        steps.validate(DATASET, day - dt.timedelta(days=1), lab.settings)  # window context
         landed = edit(lab.clean(day))
         lab.land(day, landed)
         before = checksums(lab.landing(day))
@@ -350,7 +350,7 @@ def _kill_while_scoring(lab: Lab) -> Outcome:
     for _ in range(lab.kills):
         shutil.rmtree(out)
         process = lab.tsad("score", "--dataset", DATASET, "--date", REFERENCE_DAY.isoformat())
-        time.sleep(rng.uniform(0.3, 1.05) * duration)
+        time.sleep(rng.uniform(0.1, 1.0) * duration)
         with contextlib.suppress(ProcessLookupError):  # it may have finished already
             os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
@@ -452,10 +452,10 @@ def _changed_spec(change: Callable[[dict], dict], problem: str) -> Callable[[Lab
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    message = " ".join(lines[-3:]) if lines else ""
-    start = message.find("tsad ")
-    return message[start if start >= 0 else 0 :][:150]
+    """The CLI's one-paragraph failure message, shortened for a table cell."""
+    start = text.rfind("tsad score failed:")
+    message = " ".join(text[start if start >= 0 else 0 :].split())
+    return message[:130] + ("..." if len(message) > 130 else "")
 
 
 def _training_killed_and_resumed(lab: Lab) -> Outcome:
@@ -581,12 +581,8 @@ CASES: list[Case] = [
 ]  # fmt: skip
 
 
-def build_lab(home: Path, kills: int, seed: int) -> Lab:
+def build_lab(settings: Settings, kills: int, seed: int = 0) -> Lab:
     """Land ``DAYS`` days, train and promote a PCA model, and score the reference day once."""
-    os.environ["TSAD_HOME"] = str(home)
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-        os.environ.pop(variable, None)
-    settings = Settings.from_env()
     steps.generate(
         start=START, days=DAYS, patients=PATIENTS, labeled_from=START + dt.timedelta(2),
         settings=settings,
@@ -638,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="tsad-reliability-") as scratch:
         print("setting up: landing days, training and promoting a model ...", file=sys.stderr)
-        lab = build_lab(Path(scratch) / "tsad", args.kills, args.seed)
+        os.environ["TSAD_HOME"] = str(Path(scratch) / "tsad")
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+            os.environ.pop(variable, None)
+        lab = build_lab(Settings.from_env(), args.kills, args.seed)
         cases = [case for case in CASES if not args.only or args.only in case.name]
         print(markdown_row(["case", "expected handling", "observed", "data lost", "result"]))
         print(markdown_row(["---"] * 5))
