@@ -17,16 +17,15 @@ from pipeline import tracking
 from pipeline.config import Settings
 from pipeline.scoring import ModelBundle, ModelMismatchError
 
-# One refused batch end to end (the messages of the others are in tests/data), every policy
-# that lets rows through, and the faults a unit test cannot show.
-IN_SUITE = (
-    "truncated Parquet file",
-    "constant feature in training data",
-    "out-of-order rows",
-    "entity never seen in training",
-    "gap of",
-    "two scoring runs for one day at once",
-    "MLflow unreachable",
+# Cases the suite proves elsewhere, more cheaply: the kill loop below (3 kills), resuming in
+# tests/detectors/test_trainer.py, model mismatch and a missing alias in this file and
+# tests/test_steps.py, and the last case, which needs every other case to have run first.
+SHOWN_ELSEWHERE = (
+    "SIGKILL",
+    "training killed",
+    "production model",
+    "no @production alias",
+    "other days",
 )
 
 
@@ -40,7 +39,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in CASES if c.name.startswith(IN_SUITE)], ids=lambda c: c.name
+    "case", [c for c in CASES if not c.name.startswith(SHOWN_ELSEWHERE)], ids=lambda c: c.name
 )
 def test_case_is_handled_without_losing_data(lab: Lab, case: reliability.Case) -> None:
     outcome = case.run(lab)
