@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ import torch
 import yaml
 
 from pipeline import steps
-from pipeline.config import ConfigError, RunConfig, Settings, project_root
+from pipeline.config import RunConfig, Settings, project_root
 from pipeline.data import flags
 from pipeline.scoring import ModelMismatchError
 
@@ -167,7 +168,7 @@ def _rejected(change: Callable[[Lab, dt.date], None], problem: str) -> Callable[
         try:
             steps.score(DATASET, day, lab.settings)
             error = "scored"
-        except (steps.BatchRejected, ConfigError) as exc:
+        except steps.BatchRejected as exc:
             error = str(exc)
         quarantine = lab.settings.partition("quarantine", DATASET, day)
         kept = {
@@ -197,14 +198,9 @@ def _shorten(text: str, head: int = 40, tail: int = 50) -> str:
     return text if len(text) <= head + tail else f"{text[:head]}...{text[-tail:]}"
 
 
-def _frame_change(edit: Callable[[pd.DataFrame], pd.DataFrame], name: str = "part-0.parquet"):
-    def change(lab: Lab, day: dt.date) -> None:
-        lab.land(day, edit(lab.clean(day)), name)
+def _landed(make: Callable[[pd.DataFrame], pd.DataFrame | bytes], name: str = "part-0.parquet"):
+    """Land, as file ``name``, what ``make`` turns the day's clean data into."""
 
-    return change
-
-
-def _bytes_change(make: Callable[[pd.DataFrame], bytes], name: str = "part-0.parquet"):
     def change(lab: Lab, day: dt.date) -> None:
         lab.land(day, make(lab.clean(day)), name)
 
@@ -236,11 +232,9 @@ def _mixed_zones(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _truncated(frame: pd.DataFrame) -> bytes:
-    whole = Path(tempfile.mkstemp(suffix=".parquet")[1])
+    whole = BytesIO()
     frame.to_parquet(whole, index=False)
-    data = whole.read_bytes()
-    whole.unlink()
-    return data[: len(data) // 2]
+    return whole.getvalue()[: len(whole.getvalue()) // 2]
 
 
 def _semicolons(frame: pd.DataFrame) -> bytes:
@@ -526,33 +520,33 @@ def _other_days_unaffected(lab: Lab) -> Outcome:
 
 CASES: list[Case] = [
     Case("missing feature column", "refused, quarantined", _rejected(
-        _frame_change(lambda f: f.drop(columns=["spo2"])), "column 'spo2' missing")),
+        _landed(lambda f: f.drop(columns=["spo2"])), "column 'spo2' missing")),
     Case("numbers stored as text", "refused, quarantined", _rejected(
-        _frame_change(lambda f: f.assign(heart_rate=f["heart_rate"].astype(str))),
+        _landed(lambda f: f.assign(heart_rate=f["heart_rate"].astype(str))),
         "heart_rate: not numeric")),
     Case("NaN burst above the spec's limit", "refused, quarantined", _rejected(
-        _frame_change(_nan_burst), "heart_rate: 300 nulls")),
+        _landed(_nan_burst), "heart_rate: 300 nulls")),
     Case("infinities", "refused, quarantined", _rejected(
-        _frame_change(_with("sys_bp", slice(10, 14), np.inf)), "sys_bp: 5 infinite values")),
+        _landed(_with("sys_bp", slice(10, 14), np.inf)), "sys_bp: 5 infinite values")),
     Case("duplicate (entity, timestamp)", "refused, quarantined", _rejected(
-        _frame_change(lambda f: pd.concat([f, f.iloc[:7]], ignore_index=True)),
+        _landed(lambda f: pd.concat([f, f.iloc[:7]], ignore_index=True)),
         "rows with a duplicated key")),
     Case("timestamps outside the day", "refused, quarantined", _rejected(
-        _frame_change(lambda f: f.assign(timestamp=f["timestamp"] + pd.Timedelta(hours=2))),
+        _landed(lambda f: f.assign(timestamp=f["timestamp"] + pd.Timedelta(hours=2))),
         "rows outside")),
     Case("timestamps without a time zone", "refused, quarantined", _rejected(
-        _frame_change(lambda f: f.assign(timestamp=f["timestamp"].dt.tz_localize(None))),
+        _landed(lambda f: f.assign(timestamp=f["timestamp"].dt.tz_localize(None))),
         "not timezone-aware")),
     Case("mixed time zones (CSV)", "refused, quarantined", _rejected(
-        _frame_change(_mixed_zones, "part-0.csv"), "not timezone-aware")),
+        _landed(_mixed_zones, "part-0.csv"), "not timezone-aware")),
     Case("empty file", "refused, quarantined", _rejected(
-        _bytes_change(lambda f: b""), "cannot read part-0.parquet")),
+        _landed(lambda f: b""), "cannot read part-0.parquet")),
     Case("truncated Parquet file", "refused, quarantined", _rejected(
-        _bytes_change(_truncated), "cannot read part-0.parquet")),
+        _landed(_truncated), "cannot read part-0.parquet")),
     Case("CSV with the wrong delimiter", "refused, quarantined", _rejected(
-        _bytes_change(_semicolons, "part-0.csv"), "separated by ';'")),
+        _landed(_semicolons, "part-0.csv"), "separated by ';'")),
     Case("values outside physical bounds", "refused, quarantined", _rejected(
-        _frame_change(_with("spo2", slice(0, 2), 140.0)), "spo2: 3 values outside [50, 100]")),
+        _landed(_with("spo2", slice(0, 2), 140.0)), "spo2: 3 values outside [50, 100]")),
     Case("constant feature in training data", "training refused naming it",
          _constant_training_feature),
     Case("extra unknown column", "warned and ignored, all rows scored",
