@@ -13,8 +13,10 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from typing import get_args
 
 from pipeline import __version__
+from pipeline.config import PromotionMetric
 
 
 def _print(value: object) -> None:
@@ -145,10 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
     train.set_defaults(handler=cmd_train)
 
-    promote = commands.add_parser("promote", help="move @production to a version")
+    promote = commands.add_parser(
+        "promote", help="gate the challenger against @production, or promote a version by hand"
+    )
     promote.add_argument("--dataset", required=True)
     promote.add_argument("--version", help="promote this version by hand")
-    promote.add_argument("--metric", default="vus_pr")
+    promote.add_argument(
+        "--metric",
+        choices=get_args(PromotionMetric),
+        help="gate metric (default: the challenger run's promotion_metric, vus_pr unless set)",
+    )
     promote.set_defaults(handler=cmd_promote)
 
     demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")

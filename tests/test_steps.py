@@ -94,19 +94,6 @@ def test_register_records_threshold_metrics_and_aliases(ward):
     assert promotion["promoted"] and promotion["reason"] == "no production version yet"
 
 
-def test_a_worse_challenger_is_rejected_and_a_human_can_promote_it(ward):
-    settings, run_dir, registered, _ = ward
-    second = steps.register(str(run_dir), settings)
-    client = tracking.connect(settings)
-    client.set_model_version_tag(second["name"], second["version"], "metric.vus_pr", "-1")
-    decision = steps.promote("vitals", settings=settings)
-    assert not decision["promoted"]
-    assert "rejected" in client.get_model_version(second["name"], second["version"]).tags
-    manual = steps.promote("vitals", version=str(second["version"]), settings=settings)
-    assert manual["promoted"]
-    steps.promote("vitals", version=str(registered["version"]), settings=settings)
-
-
 def test_score_gives_every_row_a_score_and_reruns_replace(ward):
     settings, *_ = ward
     path = Path(steps.score("vitals", day(4), settings))

@@ -1,0 +1,222 @@
+"""The promotion gate on a real MLflow registry: both models scored on the same test days.
+
+Two real detectors (PCA and Isolation Forest, fast to train) are trained once on a small ward;
+each test registers them in its own MLflow store, so the registry starts empty every time. The
+numbers the gate records are checked against each run's own evaluation on the same test day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import evaluation, steps, tracking
+from pipeline.config import ConfigError, RunConfig, Settings
+from pipeline.promotion import GATE_METRICS
+
+DAY = dt.date(2026, 3, 1)
+SPEC_FILE = Path("configs") / "datasets" / "vitals.yaml"
+
+
+def day(offset: int) -> dt.date:
+    return DAY + dt.timedelta(days=offset)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run_dir: str
+    metrics: dict[str, float]
+
+
+def train_run(settings: Settings, detector: str, **changes) -> TrainedRun:
+    config = RunConfig.model_validate(
+        {
+            "dataset": "vitals",
+            "detector": detector,
+            "train": {"start": day(0), "end": day(1)},
+            "validation": {"start": day(2), "end": day(2)},
+            "test": {"start": day(3), "end": day(3)},
+            "window": 16,
+            "device": "cpu",
+        }
+        | changes
+    )
+    run_dir = steps.prepare(config, settings)
+    steps.evaluate(steps.calibrate(steps.train(run_dir)))
+    metrics = json.loads((Path(run_dir) / "evaluation" / "metrics.json").read_text())
+    return TrainedRun(run_dir, metrics)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """Four days of a three-patient ward and five trained (not yet registered) runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("home") / "tsad"
+        patch.setenv("TSAD_HOME", str(home))
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+            patch.delenv(variable, raising=False)
+        settings = Settings.from_env()
+        steps.generate(start=DAY, days=4, patients=3, labeled_from=day(2), settings=settings)
+        steps.validate_days("vitals", [day(i) for i in range(4)], settings)
+        runs = {
+            "pca": train_run(settings, "pca"),
+            "iforest": train_run(settings, "iforest"),
+            "iforest_tested_on_day_2": train_run(
+                settings,
+                "iforest",
+                validation={"start": day(3), "end": day(3)},
+                test={"start": day(2), "end": day(2)},
+            ),
+            "pca_gated_on_auc_pr": train_run(settings, "pca", promotion_metric="auc_pr"),
+        }
+        # The same dataset before a sixth feature was added to its spec.
+        project = tmp_path_factory.mktemp("older_project")
+        shutil.copytree(Path(steps.__file__).parents[1] / "configs", project / "configs")
+        spec = yaml.safe_load((project / SPEC_FILE).read_text())
+        spec["features"] = spec["features"][:-1]
+        (project / SPEC_FILE).write_text(yaml.safe_dump(spec))
+        patch.setenv("TSAD_PROJECT_ROOT", str(project))
+        runs["five_features"] = train_run(settings, "pca")
+        patch.delenv("TSAD_PROJECT_ROOT")
+        yield settings, runs
+
+
+@pytest.fixture
+def registry(trained, tmp_path: Path):
+    """The trained runs with an empty MLflow store of this test's own."""
+    settings, runs = trained
+    store = tmp_path / "mlflow"
+    own = settings.model_copy(
+        update={
+            "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+            "registry_uri": f"sqlite:///{store / 'mlflow.db'}",
+            "artifact_root": (store / "artifacts").as_uri(),
+        }
+    )
+    return own, runs
+
+
+def register(settings: Settings, run: TrainedRun) -> str:
+    return str(steps.register(run.run_dir, settings)["version"])
+
+
+def version_tags(settings: Settings, version: str) -> dict[str, str]:
+    client = tracking.connect(settings)
+    return client.get_model_version(settings.model_name("vitals"), version).tags
+
+
+def better_and_worse(runs: dict[str, TrainedRun], metric: str) -> tuple[TrainedRun, TrainedRun]:
+    first, second = runs["pca"], runs["iforest"]
+    assert first.metrics[metric] != pytest.approx(second.metrics[metric], rel=1e-3)
+    return (first, second) if first.metrics[metric] > second.metrics[metric] else (second, first)
+
+
+def test_the_first_model_is_promoted_and_its_number_recorded(registry):
+    settings, runs = registry
+    version = register(settings, runs["pca"])
+    decision = steps.promote("vitals", settings=settings)
+    assert decision["promoted"] and decision["reason"] == "no production version yet"
+    assert tracking.alias_version(settings, "vitals", "production") == version
+    tags = version_tags(settings, version)
+    assert tags["gate.decision"] == "promoted"
+    assert tags["gate.metric"] == "vus_pr"
+    assert float(tags["gate.challenger"]) == pytest.approx(runs["pca"].metrics["vus_pr"], 1e-5)
+    assert tags["gate.production"] == tags["gate.production_version"] == "none"
+    assert tags["gate.test_days"] == f"{day(3)}..{day(3)}"
+
+
+def test_a_worse_challenger_is_rejected_with_both_numbers_tagged(registry):
+    settings, runs = registry
+    better, worse = better_and_worse(runs, "vus_pr")
+    incumbent = register(settings, better)
+    steps.promote("vitals", settings=settings)
+    challenger = register(settings, worse)
+    decision = steps.promote("vitals", settings=settings)
+    assert not decision["promoted"] and decision["previous"] == incumbent
+    assert tracking.alias_version(settings, "vitals", "production") == incumbent
+    assert tracking.alias_version(settings, "vitals", "challenger") == challenger
+    tags = version_tags(settings, challenger)
+    assert tags["gate.decision"] == "rejected"
+    assert tags["gate.production_version"] == incumbent
+    # Both models were scored on the challenger run's test day, which is also the incumbent's.
+    assert float(tags["gate.challenger"]) == pytest.approx(worse.metrics["vus_pr"], 1e-5)
+    assert float(tags["gate.production"]) == pytest.approx(better.metrics["vus_pr"], 1e-5)
+    assert f"production version {incumbent}'s" in tags["gate.reason"]
+    assert steps.promote("vitals", version=challenger, settings=settings)["promoted"]
+    assert tracking.alias_version(settings, "vitals", "production") == challenger
+    assert version_tags(settings, challenger)["promotion"] == "manual"
+
+
+def test_a_better_challenger_is_promoted(registry):
+    settings, runs = registry
+    better, worse = better_and_worse(runs, "vus_pr")
+    incumbent = register(settings, worse)
+    steps.promote("vitals", settings=settings)
+    challenger = register(settings, better)
+    decision = steps.promote("vitals", settings=settings)
+    assert decision["promoted"] and decision["previous"] == incumbent
+    assert tracking.alias_version(settings, "vitals", "production") == challenger
+    tags = version_tags(settings, challenger)
+    assert tags["gate.decision"] == "promoted"
+    assert float(tags["gate.challenger"]) == pytest.approx(better.metrics["vus_pr"], 1e-5)
+    assert float(tags["gate.production"]) == pytest.approx(worse.metrics["vus_pr"], 1e-5)
+
+
+def test_production_is_scored_on_the_challengers_test_days_not_its_own(registry):
+    settings, runs = registry
+    incumbent = runs["iforest_tested_on_day_2"]  # the same forest as "iforest", other test day
+    register(settings, incumbent)
+    steps.promote("vitals", settings=settings)
+    challenger = register(settings, runs["pca"])
+    steps.promote("vitals", settings=settings)
+    production_number = float(version_tags(settings, challenger)["gate.production"])
+    assert production_number == pytest.approx(runs["iforest"].metrics["vus_pr"], 1e-5)
+    assert production_number != pytest.approx(incumbent.metrics["vus_pr"], 1e-3)
+
+
+def test_the_gate_metric_comes_from_the_command_or_the_run_config(registry):
+    settings, runs = registry
+    register(settings, runs["iforest"])
+    steps.promote("vitals", settings=settings)
+    by_command = register(settings, runs["pca"])
+    decision = steps.promote("vitals", metric="auc_roc", settings=settings)
+    tags = version_tags(settings, by_command)
+    assert tags["gate.metric"] == decision["metric"] == "auc_roc"
+    assert float(tags["gate.challenger"]) == pytest.approx(runs["pca"].metrics["auc_roc"], 1e-5)
+    assert float(tags["gate.production"]) == pytest.approx(runs["iforest"].metrics["auc_roc"], 1e-5)
+    assert decision["promoted"] == (
+        runs["pca"].metrics["auc_roc"] >= runs["iforest"].metrics["auc_roc"]
+    )
+    by_config = register(settings, runs["pca_gated_on_auc_pr"])
+    steps.promote("vitals", settings=settings)
+    assert version_tags(settings, by_config)["gate.metric"] == "auc_pr"
+
+
+def test_only_metrics_where_higher_is_better_can_gate(registry):
+    settings, _ = registry
+    with pytest.raises(ConfigError, match="unknown promotion metric 'n_points'"):
+        steps.promote("vitals", metric="n_points", settings=settings)
+    metrics = evaluation.evaluate(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.3]), 0.5)
+    assert set(GATE_METRICS) <= set(metrics)
+
+
+def test_a_production_model_for_other_features_is_not_compared(registry):
+    settings, runs = registry
+    incumbent = register(settings, runs["five_features"])
+    steps.promote("vitals", settings=settings)
+    challenger = register(settings, runs["pca"])
+    decision = steps.promote("vitals", settings=settings)
+    assert not decision["promoted"]
+    assert tracking.alias_version(settings, "vitals", "production") == incumbent
+    tags = version_tags(settings, challenger)
+    assert tags["gate.decision"] == "rejected"
+    assert tags["gate.production"] == "none" and tags["gate.production_version"] == incumbent
+    assert "cannot score the challenger's test data" in tags["gate.reason"]
+    assert "temperature" in tags["gate.reason"]
