@@ -86,6 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         save_scores=Path(args.save_scores) if args.save_scores else None,
         epochs=args.epochs,
         device=args.device,
+        seed=args.seed,
+        series_names=_names(args.series) if args.series else None,
     )
     _print(benchmark.markdown_table(results, skipped))
 
@@ -167,10 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-root", required=True, help="folder holding SMD/, ASD/, NAB/ ...")
     bench.add_argument("--datasets", required=True, help="comma-separated, e.g. SMD,ASD")
     bench.add_argument("--detectors", default="pca,transformer_ae")
+    bench.add_argument("--series", help="comma-separated series names, e.g. machine-1-6,omi-1")
     bench.add_argument("--out", default="results.csv")
     bench.add_argument("--save-scores", help="write one .npz of scores per series and detector")
-    bench.add_argument("--epochs", type=int)
+    bench.add_argument("--epochs", type=int, help="override every torch detector's epochs")
     bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.add_argument("--seed", type=int, default=0, help="seed of every detector's randomness")
     bench.set_defaults(handler=cmd_bench)
 
     detectors = commands.add_parser("detectors", help="list detectors and hyper-parameters")
