@@ -55,37 +55,32 @@ def train_run(settings: Settings, detector: str, **changes) -> TrainedRun:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
+def trained(module_home: Settings, tmp_path_factory: pytest.TempPathFactory):
     """Four days of a three-patient ward and five trained (not yet registered) runs."""
+    settings = module_home
+    steps.generate(start=DAY, days=4, patients=3, labeled_from=day(2), settings=settings)
+    steps.validate_days("vitals", [day(i) for i in range(4)], settings)
+    runs = {
+        "pca": train_run(settings, "pca"),
+        "iforest": train_run(settings, "iforest"),
+        "iforest_tested_on_day_2": train_run(
+            settings,
+            "iforest",
+            validation={"start": day(3), "end": day(3)},
+            test={"start": day(2), "end": day(2)},
+        ),
+        "pca_gated_on_auc_pr": train_run(settings, "pca", promotion_metric="auc_pr"),
+    }
+    # The same dataset before a sixth feature was added to its spec.
+    project = tmp_path_factory.mktemp("older_project")
+    shutil.copytree(Path(steps.__file__).parents[1] / "configs", project / "configs")
+    spec = yaml.safe_load((project / SPEC_FILE).read_text())
+    spec["features"] = spec["features"][:-1]
+    (project / SPEC_FILE).write_text(yaml.safe_dump(spec))
     with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("home") / "tsad"
-        patch.setenv("TSAD_HOME", str(home))
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-            patch.delenv(variable, raising=False)
-        settings = Settings.from_env()
-        steps.generate(start=DAY, days=4, patients=3, labeled_from=day(2), settings=settings)
-        steps.validate_days("vitals", [day(i) for i in range(4)], settings)
-        runs = {
-            "pca": train_run(settings, "pca"),
-            "iforest": train_run(settings, "iforest"),
-            "iforest_tested_on_day_2": train_run(
-                settings,
-                "iforest",
-                validation={"start": day(3), "end": day(3)},
-                test={"start": day(2), "end": day(2)},
-            ),
-            "pca_gated_on_auc_pr": train_run(settings, "pca", promotion_metric="auc_pr"),
-        }
-        # The same dataset before a sixth feature was added to its spec.
-        project = tmp_path_factory.mktemp("older_project")
-        shutil.copytree(Path(steps.__file__).parents[1] / "configs", project / "configs")
-        spec = yaml.safe_load((project / SPEC_FILE).read_text())
-        spec["features"] = spec["features"][:-1]
-        (project / SPEC_FILE).write_text(yaml.safe_dump(spec))
         patch.setenv("TSAD_PROJECT_ROOT", str(project))
         runs["five_features"] = train_run(settings, "pca")
-        patch.delenv("TSAD_PROJECT_ROOT")
-        yield settings, runs
+    return settings, runs
 
 
 @pytest.fixture
@@ -132,41 +127,26 @@ def test_the_first_model_is_promoted_and_its_number_recorded(registry):
     assert tags["gate.test_days"] == f"{day(3)}..{day(3)}"
 
 
-def test_a_worse_challenger_is_rejected_with_both_numbers_tagged(registry):
+@pytest.mark.parametrize("challenger_is_better", [True, False], ids=["better", "worse"])
+def test_the_challenger_is_promoted_only_when_at_least_as_good(registry, challenger_is_better):
     settings, runs = registry
     better, worse = better_and_worse(runs, "vus_pr")
-    incumbent = register(settings, better)
+    first, second = (worse, better) if challenger_is_better else (better, worse)
+    incumbent = register(settings, first)
     steps.promote("vitals", settings=settings)
-    challenger = register(settings, worse)
+    challenger = register(settings, second)
     decision = steps.promote("vitals", settings=settings)
-    assert not decision["promoted"] and decision["previous"] == incumbent
-    assert tracking.alias_version(settings, "vitals", "production") == incumbent
+    assert decision["promoted"] is challenger_is_better and decision["previous"] == incumbent
+    serving = challenger if challenger_is_better else incumbent
+    assert tracking.alias_version(settings, "vitals", "production") == serving
     assert tracking.alias_version(settings, "vitals", "challenger") == challenger
     tags = version_tags(settings, challenger)
-    assert tags["gate.decision"] == "rejected"
+    assert tags["gate.decision"] == ("promoted" if challenger_is_better else "rejected")
     assert tags["gate.production_version"] == incumbent
-    # Both models were scored on the challenger run's test day, which is also the incumbent's.
-    assert float(tags["gate.challenger"]) == pytest.approx(worse.metrics["vus_pr"], 1e-5)
-    assert float(tags["gate.production"]) == pytest.approx(better.metrics["vus_pr"], 1e-5)
     assert f"production version {incumbent}'s" in tags["gate.reason"]
-    assert steps.promote("vitals", version=challenger, settings=settings)["promoted"]
-    assert tracking.alias_version(settings, "vitals", "production") == challenger
-    assert version_tags(settings, challenger)["promotion"] == "manual"
-
-
-def test_a_better_challenger_is_promoted(registry):
-    settings, runs = registry
-    better, worse = better_and_worse(runs, "vus_pr")
-    incumbent = register(settings, worse)
-    steps.promote("vitals", settings=settings)
-    challenger = register(settings, better)
-    decision = steps.promote("vitals", settings=settings)
-    assert decision["promoted"] and decision["previous"] == incumbent
-    assert tracking.alias_version(settings, "vitals", "production") == challenger
-    tags = version_tags(settings, challenger)
-    assert tags["gate.decision"] == "promoted"
-    assert float(tags["gate.challenger"]) == pytest.approx(better.metrics["vus_pr"], 1e-5)
-    assert float(tags["gate.production"]) == pytest.approx(worse.metrics["vus_pr"], 1e-5)
+    # Both models were scored on the challenger run's test day, which is also the incumbent's.
+    assert float(tags["gate.challenger"]) == pytest.approx(second.metrics["vus_pr"], 1e-5)
+    assert float(tags["gate.production"]) == pytest.approx(first.metrics["vus_pr"], 1e-5)
 
 
 def test_production_is_scored_on_the_challengers_test_days_not_its_own(registry):
@@ -220,3 +200,6 @@ def test_a_production_model_for_other_features_is_not_compared(registry):
     assert tags["gate.production"] == "none" and tags["gate.production_version"] == incumbent
     assert "cannot score the challenger's test data" in tags["gate.reason"]
     assert "temperature" in tags["gate.reason"]
+    assert steps.promote("vitals", version=challenger, settings=settings)["promoted"]
+    assert tracking.alias_version(settings, "vitals", "production") == challenger
+    assert version_tags(settings, challenger)["promotion"] == "manual"

@@ -37,22 +37,17 @@ def small_run(**changes) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def ward(tmp_path_factory: pytest.TempPathFactory):
+def ward(module_home: Settings):
     """Six days of data for three patients and one trained, registered, promoted model."""
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("home") / "tsad"
-        patch.setenv("TSAD_HOME", str(home))
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-            patch.delenv(variable, raising=False)
-        settings = Settings.from_env()
-        steps.generate(start=DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
-        config = small_run()
-        steps.validate_days("vitals", steps.run_days(config), settings)
-        run_dir = steps.prepare(config, settings)
-        steps.evaluate(steps.calibrate(steps.train(run_dir)))
-        registered = steps.register(run_dir, settings)
-        promotion = steps.promote("vitals", settings=settings)
-        yield settings, Path(run_dir), registered, promotion
+    settings = module_home
+    steps.generate(start=DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
+    config = small_run()
+    steps.validate_days("vitals", steps.run_days(config), settings)
+    run_dir = steps.prepare(config, settings)
+    steps.evaluate(steps.calibrate(steps.train(run_dir)))
+    registered = steps.register(run_dir, settings)
+    promotion = steps.promote("vitals", settings=settings)
+    return settings, Path(run_dir), registered, promotion
 
 
 def landing_file(settings: Settings, date: dt.date) -> Path:
