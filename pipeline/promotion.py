@@ -52,6 +52,18 @@ class GateVerdict:
     metric: str
     challenger: float
     production: float | None
+    production_version: str | None
+
+    def tags(self) -> dict[str, str]:
+        """The verdict as registry tags on the challenger version (``gate.*``)."""
+        return {
+            "gate.metric": self.metric,
+            "gate.challenger": f"{self.challenger:.6g}",
+            "gate.production": "none" if self.production is None else f"{self.production:.6g}",
+            "gate.production_version": self.production_version or "none",
+            "gate.decision": "promoted" if self.promote else "rejected",
+            "gate.reason": self.reason,
+        }
 
 
 def judge(
@@ -65,7 +77,7 @@ def judge(
     check_metric(metric)
     candidate = gate_metric(challenger, frame, metric)
     if production is None:
-        return GateVerdict(True, "no production version yet", metric, candidate, None)
+        return GateVerdict(True, "no production version yet", metric, candidate, None, None)
     try:
         production.check_compatible(challenger.spec)
     except ModelMismatchError as exc:
@@ -73,14 +85,15 @@ def judge(
             f"production version {production_version} cannot score the challenger's test data "
             f"({exc}); review both and promote by hand if the challenger should serve"
         )
-        return GateVerdict(False, reason, metric, candidate, None)
+        return GateVerdict(False, reason, metric, candidate, None, production_version)
     incumbent = gate_metric(production, frame, metric)
     if not (math.isfinite(candidate) and math.isfinite(incumbent)):
         reason = f"{metric} is undefined on the test data (does it hold both classes?)"
-        return GateVerdict(False, reason, metric, candidate, incumbent)
+        return GateVerdict(False, reason, metric, candidate, incumbent, production_version)
     relation = ">=" if candidate >= incumbent else "<"
     reason = (
         f"{metric} {candidate:.4f} {relation} production version {production_version}'s "
         f"{incumbent:.4f} on the same test data"
     )
-    return GateVerdict(candidate >= incumbent, reason, metric, candidate, incumbent)
+    promote = candidate >= incumbent
+    return GateVerdict(promote, reason, metric, candidate, incumbent, production_version)

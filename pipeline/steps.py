@@ -407,15 +407,7 @@ def promote(
         test_days,
         metric or config.promotion_metric,
     )
-    tags = {
-        "gate.metric": verdict.metric,
-        "gate.challenger": f"{verdict.challenger:.6g}",
-        "gate.production": "none" if verdict.production is None else f"{verdict.production:.6g}",
-        "gate.production_version": previous or "none",
-        "gate.test_days": f"{config.test.start}..{config.test.end}",
-        "gate.decision": "promoted" if verdict.promote else "rejected",
-        "gate.reason": verdict.reason,
-    }
+    tags = verdict.tags() | {"gate.test_days": f"{config.test.start}..{config.test.end}"}
     tracking.record_promotion(settings, dataset, challenger.version, tags, verdict.promote)
     return {
         "promoted": verdict.promote,

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import evaluation, steps, tracking
+from pipeline import evaluation, promotion, steps, tracking
 from pipeline.config import ConfigError, RunConfig, Settings
-from pipeline.promotion import GATE_METRICS
+from pipeline.scoring import ModelBundle
 
 DAY = dt.date(2026, 3, 1)
 SPEC_FILE = Path("configs") / "datasets" / "vitals.yaml"
@@ -184,7 +184,7 @@ def test_only_metrics_where_higher_is_better_can_gate(registry):
     with pytest.raises(ConfigError, match="unknown promotion metric 'n_points'"):
         steps.promote("vitals", metric="n_points", settings=settings)
     metrics = evaluation.evaluate(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.3]), 0.5)
-    assert set(GATE_METRICS) <= set(metrics)
+    assert set(promotion.GATE_METRICS) <= set(metrics)
 
 
 def test_a_production_model_for_other_features_is_not_compared(registry):
@@ -203,3 +203,14 @@ def test_a_production_model_for_other_features_is_not_compared(registry):
     assert steps.promote("vitals", version=challenger, settings=settings)["promoted"]
     assert tracking.alias_version(settings, "vitals", "production") == challenger
     assert version_tags(settings, challenger)["promotion"] == "manual"
+
+
+def test_a_metric_undefined_on_the_test_data_rejects_rather_than_guesses(trained):
+    settings, runs = trained
+    challenger, production = (
+        ModelBundle.load(Path(runs[name].run_dir) / "bundle") for name in ("pca", "iforest")
+    )
+    without_anomalies = steps.load_day(settings, challenger.spec, day(3)).assign(label=0)
+    verdict = promotion.judge(challenger, production, "1", without_anomalies, "vus_pr")
+    assert not verdict.promote
+    assert verdict.reason == "vus_pr is undefined on the test data (does it hold both classes?)"
