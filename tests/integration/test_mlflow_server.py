@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.server.auth.client import AuthServiceClient
 
 from pipeline import steps, tracking
 from pipeline.config import RunConfig, Settings
@@ -137,11 +136,20 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline_account(server: Server) -> tuple[str, str]:
-    """A non-admin account for the pipeline, created by the admin through the auth API."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
-        patch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
-        AuthServiceClient(server.url).create_user(*PIPELINE_USER)
+    """The pipeline's non-admin account, made by ``mlflow/ensure_user.py`` as on the stack;
+    a second run (a restarted stack) updates it instead of failing."""
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+        "TSAD_MLFLOW_USERNAME": PIPELINE_USER[0],
+        "TSAD_MLFLOW_PASSWORD": PIPELINE_USER[1],
+    }
+    script = [sys.executable, str(REPO / "mlflow" / "ensure_user.py")]
+    runs = [subprocess.run(script, env=env, capture_output=True, text=True) for _ in range(2)]
+    outputs = [run.stdout + run.stderr for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert "created" in outputs[0] and "updated" in outputs[1]
     return PIPELINE_USER
 
 
