@@ -171,15 +171,10 @@ def trained_run(settings: Settings) -> str:
     config = RunConfig.load("vitals").model_copy(
         update={"detector": "pca", "detector_params": {}, "device": "cpu"}
     )
-    days = len(steps.run_days(config))
-    steps.generate(
-        start=config.train.start,
-        days=days,
-        patients=3,
-        labeled_from=config.validation.start,
-        settings=settings,
-    )
-    steps.validate_days(config.dataset, steps.run_days(config), settings)
+    days = steps.run_days(config)
+    first, labeled = config.train.start, config.validation.start
+    steps.generate(first, len(days), patients=3, labeled_from=labeled, settings=settings)
+    steps.validate_days(config.dataset, days, settings)
     run_dir = steps.prepare(config, settings)
     return steps.evaluate(steps.calibrate(steps.train(run_dir)))
 
