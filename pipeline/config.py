@@ -209,29 +209,62 @@ class RunConfig(BaseModel):
         return cls.model_validate(yaml.safe_load(path.read_text()))
 
 
+TRACKING_SERVER_SCHEMES = ("http://", "https://")
+
+
+def is_tracking_server(uri: str) -> bool:
+    """Whether ``uri`` names an MLflow tracking server rather than a database it may open."""
+    return uri.startswith(TRACKING_SERVER_SCHEMES)
+
+
 class Settings(BaseModel):
-    """Runtime locations, all derived from ``TSAD_HOME`` unless overridden one by one."""
+    """Runtime locations, all derived from ``TSAD_HOME`` unless overridden one by one.
+
+    The same code runs embedded (SQLite under the home) and on the production stack (a remote
+    tracking server): only the environment differs. Credentials for a server that requires
+    them are read by MLflow itself from ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` and never stored here.
+    """
 
     home: Path
     tracking_uri: str
     registry_uri: str
-    artifact_root: str
+    artifact_root: str | None = Field(
+        description="where new experiments keep artifacts; None lets the tracking server decide"
+    )
     model_name_prefix: str = "tsad"
+
+    @field_validator("tracking_uri", "registry_uri")
+    @classmethod
+    def _has_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                f"MLflow URI {value!r} has no scheme: use sqlite:///path/mlflow.db, "
+                "postgresql://user@host/db, or http(s)://host:port for a tracking server"
+            )
+        return value
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("TSAD_HOME", ".tsad")).resolve()
+        """Read ``TSAD_HOME``, ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
+        ``TSAD_ARTIFACT_ROOT`` and ``TSAD_MODEL_PREFIX``; unset or empty means the default."""
+        _check_credentials_pair()
+        home = Path(os.environ.get("TSAD_HOME") or ".tsad").resolve()
         default_store = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-        tracking = os.environ.get("MLFLOW_TRACKING_URI", default_store)
-        return cls(
-            home=home,
-            tracking_uri=tracking,
-            registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", tracking),
-            artifact_root=os.environ.get(
-                "TSAD_ARTIFACT_ROOT", (home / "mlflow" / "artifacts").as_uri()
-            ),
-            model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX", "tsad"),
-        )
+        tracking = os.environ.get("MLFLOW_TRACKING_URI") or default_store
+        # A tracking server stores artifacts where it was told to (and serves them, with auth);
+        # a local database keeps them beside itself under the home.
+        default_artifacts = None if is_tracking_server(tracking) else _local_artifacts(home)
+        try:
+            return cls(
+                home=home,
+                tracking_uri=tracking,
+                registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking,
+                artifact_root=os.environ.get("TSAD_ARTIFACT_ROOT") or default_artifacts,
+                model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX") or "tsad",
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     @property
     def data_root(self) -> Path:
@@ -259,3 +292,16 @@ class Settings(BaseModel):
         """Working directory of one training run (prepared data, weights, reports)."""
         validate_name(run_key, "run key")
         return self.home / "runs" / validate_name(dataset) / run_key
+
+
+def _local_artifacts(home: Path) -> str:
+    return (home / "mlflow" / "artifacts").as_uri()
+
+
+def _check_credentials_pair() -> None:
+    """A username without a password (or the reverse) is a half-configured deployment."""
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if bool(username) != bool(password):
+        missing = "MLFLOW_TRACKING_PASSWORD" if username else "MLFLOW_TRACKING_USERNAME"
+        raise ConfigError(f"{missing} is not set: MLflow credentials need both variables")

@@ -58,7 +58,7 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 4, delay: flo
         try:
             return call()
         except MlflowException as exc:
-            if _is_not_found(exc) or attempt == attempts:
+            if _is_not_found(exc) or _is_refused(exc) or attempt == attempts:
                 raise
             log.warning("%s failed (%s); retry %d/%d", what, exc, attempt, attempts - 1)
         except OSError as exc:
@@ -71,6 +71,11 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 4, delay: flo
 
 def _is_not_found(exc: MlflowException) -> bool:
     return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def _is_refused(exc: MlflowException) -> bool:
+    """Wrong or missing credentials: retrying cannot help."""
+    return exc.error_code in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
 
 
 @contextlib.contextmanager
@@ -90,7 +95,8 @@ def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=f"{settings.artifact_root}/{name}")
+    location = None if settings.artifact_root is None else f"{settings.artifact_root}/{name}"
+    return client.create_experiment(name, artifact_location=location)
 
 
 def model_signature(spec: DatasetSpec) -> ModelSignature:
