@@ -90,6 +90,22 @@ def run_series(
     )
 
 
+def select_series(
+    data_root: Path, datasets: Sequence[str], names: Sequence[str] | None = None
+) -> list[BenchmarkSeries]:
+    """Every series of ``datasets``, or only those named in ``names`` (any dataset's names).
+
+    A name found in none of the datasets is an error, not a silently smaller benchmark.
+    """
+    chosen = [series for dataset in datasets for series in load_benchmark(data_root, dataset)]
+    if names is None:
+        return chosen
+    unknown = sorted(set(names) - {series.name for series in chosen})
+    if unknown:
+        raise ValueError(f"no series {unknown} in {', '.join(datasets)} under {data_root}")
+    return [series for series in chosen if series.name in set(names)]
+
+
 def run(
     data_root: Path,
     datasets: Sequence[str],
@@ -98,19 +114,24 @@ def run(
     save_scores: Path | None = None,
     epochs: int | None = None,
     device: str = "auto",
+    seed: int = 0,
+    series_names: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Run the grid; rows are appended to ``out`` as they finish so a long run loses nothing."""
-    common = {"device": device} | ({"epochs": epochs} if epochs else {})
+    """Run the grid; rows are appended to ``out`` as they finish so a long run loses nothing.
+
+    ``seed`` seeds every detector that draws random numbers (weights, batches, subsamples),
+    so a rerun with the same seed on the same machine repeats the table.
+    """
+    common = {"device": device, "seed": seed} | ({"epochs": epochs} if epochs else {})
     skipped: dict[str, int] = {}
+    evaluated: list[BenchmarkSeries] = []
+    for series in select_series(data_root, datasets, series_names):
+        if has_evaluation_anomalies(split_for_evaluation(series)):
+            evaluated.append(series)
+        else:
+            skipped[series.dataset] = skipped.get(series.dataset, 0) + 1
     rows: list[BenchmarkRow] = []
     out.parent.mkdir(parents=True, exist_ok=True)
-    evaluated: list[BenchmarkSeries] = []
-    for dataset in datasets:
-        for series in load_benchmark(data_root, dataset):
-            if has_evaluation_anomalies(split_for_evaluation(series)):
-                evaluated.append(series)
-            else:
-                skipped[dataset] = skipped.get(dataset, 0) + 1
     grid = [(series, name) for series in evaluated for name in detectors]
     with out.open("w", newline="") as handle, tqdm(grid, desc="series x detector") as bar:
         writer = csv.DictWriter(handle, fieldnames=list(BenchmarkRow.__dataclass_fields__))

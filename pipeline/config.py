@@ -160,6 +160,11 @@ class DateRange(BaseModel):
 
 CalibrationMethod = Literal["best_f1", "percentile", "mean_std", "pot"]
 
+PromotionMetric = Literal[
+    "vus_pr", "vus_roc", "auc_pr", "auc_roc", "f1", "precision", "recall", "event_f1", "pa_f1"
+]
+"""Metrics of ``pipeline.evaluation.evaluate`` where higher is better: the gate's choices."""
+
 
 class RunConfig(BaseModel):
     """One training run: which days to learn, calibrate and test on, and with what."""
@@ -177,7 +182,7 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     calibration: CalibrationMethod = "best_f1"
-    promotion_metric: str = "vus_pr"
+    promotion_metric: PromotionMetric = "vus_pr"
     detector_params: dict = Field(default_factory=dict)
 
     @field_validator("dataset")

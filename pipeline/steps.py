@@ -351,19 +351,72 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
 
 def promote(
     dataset: str,
-    metric: str = "vus_pr",
+    metric: str | None = None,
     version: str | None = None,
     settings: Settings | None = None,
 ) -> dict:
-    """Move ``@production`` to the challenger when it is at least as good (or to ``version``)."""
-    from pipeline import tracking
+    """Move ``@production`` to the challenger if the gate passes it, or to ``version`` by hand.
 
-    decision = tracking.promote(_settings(settings), dataset, metric, version)
+    The gate (:mod:`pipeline.promotion`) scores the challenger run's labeled test days with the
+    challenger and with the current production model and compares ``metric`` (the run config's
+    ``promotion_metric`` when None). Both numbers, the production version compared against, the
+    decision and its reason are tagged on the challenger version whatever the outcome; a
+    rejected challenger keeps ``@challenger``. An explicit ``version`` is a human decision and
+    is applied as is.
+    """
+    from pipeline import promotion, tracking
+
+    settings = _settings(settings)
+    if metric is not None:
+        promotion.check_metric(metric)
+    if version is not None:
+        previous = tracking.alias_version(settings, dataset, tracking.PRODUCTION)
+        tracking.record_promotion(
+            settings, dataset, str(version), {"promotion": "manual"}, promote=True
+        )
+        return {
+            "promoted": True,
+            "version": str(version),
+            "previous": previous,
+            "reason": "promoted by hand",
+        }
+    challenger = tracking.load_model(settings, dataset, tracking.CHALLENGER)
+    if challenger is None:
+        raise tracking.ModelNotFoundError(
+            f"model {settings.model_name(dataset)!r} has no @{tracking.CHALLENGER} version "
+            "to promote: train one first"
+        )
+    production = tracking.load_model(settings, dataset, tracking.PRODUCTION)
+    previous = None if production is None else production.version
+    if previous == challenger.version:
+        return {
+            "promoted": False,
+            "version": previous,
+            "previous": previous,
+            "reason": "already in production",
+        }
+    config = RunConfig.model_validate_json(
+        tracking.read_run_file(settings, challenger.run_id, "run.json")
+    )
+    spec = challenger.bundle.spec
+    test_days = pd.concat([load_day(settings, spec, day) for day in config.test.dates()])
+    verdict = promotion.judge(
+        challenger.bundle,
+        None if production is None else production.bundle,
+        previous,
+        test_days,
+        metric or config.promotion_metric,
+    )
+    tags = verdict.tags() | {"gate.test_days": f"{config.test.start}..{config.test.end}"}
+    tracking.record_promotion(settings, dataset, challenger.version, tags, verdict.promote)
     return {
-        "promoted": decision.promoted,
-        "version": decision.version,
-        "previous": decision.previous,
-        "reason": decision.reason,
+        "promoted": verdict.promote,
+        "version": challenger.version,
+        "previous": previous,
+        "reason": verdict.reason,
+        "metric": verdict.metric,
+        "challenger": verdict.challenger,
+        "production": verdict.production,
     }
 
 

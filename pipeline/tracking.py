@@ -1,9 +1,10 @@
 """Everything that talks to MLflow: runs, the model registry and its aliases.
 
 The production model is the registered model's ``@production`` alias (registry stages are
-deprecated); a new version arrives as ``@challenger`` and is promoted by metric or by hand. The
-model is logged as a pyfunc *from code* (``pipeline/packaged_model.py``) around a bundle of plain
-files, so loading it never unpickles an object.
+deprecated); a new version arrives as ``@challenger`` and is promoted by the gate of
+:mod:`pipeline.promotion` or by hand. The model is logged as a pyfunc *from code*
+(``pipeline/packaged_model.py``) around a bundle of plain files, so loading it never unpickles an
+object.
 """
 
 from __future__ import annotations
@@ -162,94 +163,100 @@ def register_training_run(
     return RegisteredVersion(name, version.version, run.info.run_id)
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    promoted: bool
-    version: str
-    previous: str | None
-    reason: str
+def _version_by_alias(client: MlflowClient, name: str, alias: str):
+    """The version ``alias`` points at (None when it points nowhere), retried when unreachable."""
+
+    def resolve():
+        try:
+            return client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+
+    return with_retries(resolve, f"resolving {name}@{alias}")
 
 
-def promote(
-    settings: Settings, dataset: str, metric: str, version: str | None = None
-) -> PromotionDecision:
-    """Move ``@production`` to the challenger if it is at least as good, or to ``version``.
-
-    An explicit ``version`` is a human decision and is applied as is.
-    """
+def alias_version(settings: Settings, dataset: str, alias: str) -> str | None:
+    """The version number ``alias`` points at, or None when it points nowhere."""
     client = connect(settings)
     name = settings.model_name(dataset)
-    current = _version_by_alias(client, name, PRODUCTION)
-    previous = None if current is None else current.version
-    if version is not None:
-        client.get_model_version(name, str(version))  # fails clearly for an unknown version
-        client.set_registered_model_alias(name, PRODUCTION, str(version))
-        client.set_model_version_tag(name, str(version), "promotion", "manual")
-        return PromotionDecision(True, str(version), previous, "promoted by hand")
-    challenger = _version_by_alias(client, name, CHALLENGER)
-    if challenger is None:
-        raise ModelNotFoundError(f"model {name!r} has no @{CHALLENGER} version to promote")
-    if current is not None and current.version == challenger.version:
-        return PromotionDecision(False, challenger.version, previous, "already in production")
-    candidate = _tag_metric(challenger.tags, metric)
-    incumbent = None if current is None else _tag_metric(current.tags, metric)
-    if incumbent is None or (candidate is not None and candidate >= incumbent):
-        reason = (
-            "no production version yet"
-            if incumbent is None
-            else f"{metric} {candidate:.4f} >= production's {incumbent:.4f}"
-        )
-        client.set_registered_model_alias(name, PRODUCTION, challenger.version)
-        client.set_model_version_tag(name, challenger.version, "promotion", reason)
-        return PromotionDecision(True, challenger.version, previous, reason)
-    reason = f"{metric} {candidate} < production version {previous}'s {incumbent:.4f}"
-    client.set_model_version_tag(name, challenger.version, "rejected", reason)
-    return PromotionDecision(False, challenger.version, previous, reason)
-
-
-def _version_by_alias(client: MlflowClient, name: str, alias: str):
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if _is_not_found(exc):
-            return None
-        raise
-
-
-def _tag_metric(tags: dict[str, str], metric: str) -> float | None:
-    value = tags.get(f"metric.{metric}")
-    return None if value is None else float(value)
+    version = _version_by_alias(client, name, alias)
+    return None if version is None else str(version.version)
 
 
 @dataclass(frozen=True)
-class ProductionModel:
+class LoadedModel:
+    """One registered version, resolved once and loaded (no race with a later promotion)."""
+
     name: str
     version: str
+    run_id: str
     bundle: ModelBundle
 
 
-def load_production_model(settings: Settings, dataset: str) -> ProductionModel:
-    """Resolve ``@production`` once and load exactly that version (no race with a promotion)."""
+def load_model(settings: Settings, dataset: str, alias: str) -> LoadedModel | None:
+    """Load the version ``alias`` points at, or None when it points nowhere."""
     client = connect(settings)
     name = settings.model_name(dataset)
-    version = with_retries(
-        lambda: _version_by_alias(client, name, PRODUCTION), f"resolving {name}@{PRODUCTION}"
-    )
+    version = _version_by_alias(client, name, alias)
     if version is None:
-        raise ModelNotFoundError(
-            f"model {name!r} has no @{PRODUCTION} version: train and promote one first "
-            f"(tsad demo, the tsad_train DAG, or tsad promote --dataset {dataset} --version N)"
-        )
+        return None
     with quiet_mlflow_hints():
         model = with_retries(
             lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
             f"loading {name} version {version.version}",
         )
-    return ProductionModel(name, version.version, model.unwrap_python_model().bundle)
+    return LoadedModel(
+        name, str(version.version), version.run_id, model.unwrap_python_model().bundle
+    )
+
+
+def load_production_model(settings: Settings, dataset: str) -> LoadedModel:
+    """The ``@production`` version, loaded; a clear error when there is none yet."""
+    model = load_model(settings, dataset, PRODUCTION)
+    if model is None:
+        raise ModelNotFoundError(
+            f"model {settings.model_name(dataset)!r} has no @{PRODUCTION} version: train and "
+            f"promote one first (tsad demo, the tsad_train DAG, or tsad promote --dataset "
+            f"{dataset} --version N)"
+        )
+    return model
+
+
+def read_run_file(settings: Settings, run_id: str, artifact_path: str) -> str:
+    """The text of a file logged to a run (e.g. the ``run.json`` of a training run)."""
+    connect(settings)
+    return with_retries(
+        lambda: mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_path}"),
+        f"reading {artifact_path} of run {run_id}",
+    )
+
+
+def record_promotion(
+    settings: Settings, dataset: str, version: str, tags: dict[str, str], promote: bool
+) -> None:
+    """Tag ``version`` with a promotion decision, then move ``@production`` if it passed.
+
+    Tags come first: should the alias move fail, a retry finds the version still a challenger
+    and decides again, instead of finding it in production with its decision unrecorded.
+    """
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}") from exc
+        raise
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if promote:
+        client.set_registered_model_alias(name, PRODUCTION, version)
 
 
 def log_scoring_run(
-    settings: Settings, dataset: str, date: str, model: ProductionModel, summary: dict
+    settings: Settings, dataset: str, date: str, model: LoadedModel, summary: dict
 ) -> str:
     """Record a day's scoring (rows, anomaly rate, model version) as its own MLflow run."""
     client = connect(settings)
