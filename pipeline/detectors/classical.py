@@ -10,6 +10,11 @@ a small dataclass, and scores with numpy from those arrays alone. So persistence
 ``.npz`` file read with ``allow_pickle=False``, and a loaded detector runs the very same
 arithmetic as the fitted one: scores round-trip exactly. The tests check each array model
 against scikit-learn's own scoring.
+
+Attribution: PCA's score is the mean of per-feature squared residuals, which
+``score_features`` returns. Isolation Forest and One-Class SVM have no per-feature form; they
+use the base class's occlusion (score drop with a feature at its training mean), at the cost
+of ``features + 1`` scoring passes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import OneClassSVM
 
 from pipeline.data.windows import (
+    PointFeatureScores,
     PointScores,
     Segments,
     pad_short_segments,
@@ -155,6 +161,23 @@ class PCA(ClassicalDetector):
     def _window_scores(self, windows: np.ndarray) -> np.ndarray:
         residuals = self.model_.squared_residuals(windows.reshape(len(windows), -1))
         return residuals.reshape(windows.shape).mean(axis=-1)
+
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Each feature's squared residual from the principal subspace; their mean is the score."""
+        self._check_fitted()
+        self._check_features(x)
+        window = self.config.window
+        padded, keep = pad_short_segments(x, window)
+        starts = window_starts(padded.bounds, window)
+        windows = sliding_windows(padded.values, window)
+        points = PointFeatureScores(padded.n_rows, padded.n_features)
+        for begin in range(0, len(starts), self.config.score_batch_size):
+            chunk = windows[starts[begin : begin + self.config.score_batch_size]]
+            residuals = self.model_.squared_residuals(chunk.reshape(len(chunk), -1))
+            points.add(
+                starts[begin : begin + self.config.score_batch_size], residuals.reshape(chunk.shape)
+            )
+        return points.result()[keep]
 
 
 # --- Isolation Forest ---------------------------------------------------------------------

@@ -62,6 +62,9 @@ class LSTMAE(TorchDetector):
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return (module(windows).float() - windows).pow(2).mean(dim=-1)
 
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        return (module(windows).float() - windows).pow(2)
+
 
 class LSTMForecastConfig(LSTMConfig):
     @model_validator(mode="after")
@@ -118,6 +121,11 @@ class LSTMForecast(TorchDetector):
         forecast = module(windows[:, :-1])[:, -1].float()
         return (forecast - windows[:, -1]).pow(2).mean(dim=-1, keepdim=True)
 
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Squared error of each feature's forecast of the last step, shape (batch, 1, features)."""
+        forecast = module(windows[:, :-1])[:, -1:].float()
+        return (forecast - windows[:, -1:]).pow(2)
+
     def score(self, x: Segments) -> np.ndarray:
         """Forecast error of every row, each from the ``window - 1`` rows before it.
 
@@ -138,3 +146,20 @@ class LSTMForecast(TorchDetector):
                 errors = self.window_errors(module, source.batch(starts))[:, 0]
                 scores[starts.cpu().numpy() + config.window - 1] = errors.float().cpu().numpy()
         return scores[keep]
+
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Per-feature forecast error of every row, from the same windows as :meth:`score`."""
+        self._check_fitted()
+        self._check_features(x)
+        config = self.config
+        device = resolve_device(config.device)
+        module = self.module_.to(device).eval()
+        padded, keep = pad_history(x, config.window - 1)
+        source = WindowSource(padded, config.window, 1, device)
+        errors = np.full((padded.n_rows, padded.n_features), np.nan)
+        with torch.inference_mode(), autocast(device):
+            for begin in range(0, len(source), config.score_batch_size):
+                starts = source.starts[begin : begin + config.score_batch_size]
+                batch = self.window_feature_errors(module, source.batch(starts))[:, 0]
+                errors[starts.cpu().numpy() + config.window - 1] = batch.float().cpu().numpy()
+        return errors[keep]

@@ -1,9 +1,10 @@
 """Shared machinery of the window-based torch detectors.
 
-A subclass provides three things: the module it trains, the loss of a batch of windows, and the
-per-step error of a batch of windows. Everything else (training loop, device, windows as views,
-chunked scoring under ``inference_mode``, mapping window errors to time steps, persistence of
-weights without pickle) lives here once.
+A subclass provides four things: the module it trains, the loss of a batch of windows, and the
+per-step error of a batch of windows, in total and per feature (what explains an alarm).
+Everything else (training loop, device, windows as views, chunked scoring under
+``inference_mode``, mapping window errors to time steps, persistence of weights without pickle)
+lives here once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pipeline.data.windows import PointScores, Segments, pad_short_segments
+from pipeline.data.windows import (
+    PointFeatureScores,
+    PointScores,
+    Segments,
+    pad_short_segments,
+)
 from pipeline.detectors.base import Detector, DetectorConfig
 from pipeline.detectors.trainer import Trainer, WindowSource, autocast, resolve_device
 
@@ -60,6 +66,14 @@ class TorchDetector(Detector):
     @abstractmethod
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Per-step anomaly score of each window, shape (batch, window)."""
+
+    @abstractmethod
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Per-step, per-feature error of each window, shape (batch, window, features).
+
+        Its mean (or, for the VAE, sum) over features is :meth:`window_errors`, so the
+        attribution of an alarm explains exactly the score that raised it.
+        """
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (0-based); epoch-dependent schedules override it."""
@@ -116,6 +130,24 @@ class TorchDetector(Detector):
             for begin in range(0, len(source), config.score_batch_size):
                 starts = source.starts[begin : begin + config.score_batch_size]
                 errors = self.window_errors(module, source.batch(starts))
+                points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
+        return points.result()[keep]
+
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Per-feature errors of every row, in one pass over the same windows as :meth:`score`."""
+        self._check_fitted()
+        self._check_features(x)
+        config = self.config
+        device = resolve_device(config.device)
+        module = self.module_.to(device).eval()
+        padded, keep = pad_short_segments(x, config.window)
+        stride = config.score_stride or max(1, config.window // 4)
+        source = WindowSource(padded, config.window, stride, device)
+        points = PointFeatureScores(padded.n_rows, padded.n_features)
+        with torch.inference_mode(), autocast(device):
+            for begin in range(0, len(source), config.score_batch_size):
+                starts = source.starts[begin : begin + config.score_batch_size]
+                errors = self.window_feature_errors(module, source.batch(starts))
                 points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
         return points.result()[keep]
 

@@ -98,3 +98,8 @@ class VAE(TorchDetector):
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         nll, _ = module(windows, module.fixed_draws[:, None, :])
         return nll.mean(dim=0).sum(dim=-1)
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Each value's negative log-likelihood, averaged over the draws; sums to the score."""
+        nll, _ = module(windows, module.fixed_draws[:, None, :])
+        return nll.mean(dim=0)
