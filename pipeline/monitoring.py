@@ -31,19 +31,22 @@ _MIN_SHARE = 1e-4
 @dataclass(frozen=True)
 class Histogram:
     """Interior bin edges and the reference share of values in each of the ``len(edges) + 1``
-    bins. Values equal to an edge fall in the bin above it."""
+    bins. Bins are closed on the right: a value equal to an edge falls in the bin below it."""
 
     edges: np.ndarray
     shares: np.ndarray
 
     @classmethod
     def of(cls, values: np.ndarray, bins: int = DECILES) -> Histogram:
-        """Quantile bins of ``values`` (ties merge bins, so a discrete feature gets fewer)."""
+        """Quantile bins of ``values``; ties merge bins, so a discrete feature gets one bin per
+        value and no reference bin is empty."""
         finite = np.asarray(values, dtype=np.float64)
         finite = finite[np.isfinite(finite)]
         if len(finite) == 0:
             raise ValueError("no finite values to build a reference histogram from")
-        edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+        cuts = np.linspace(0, 1, bins + 1)[1:-1]
+        edges = np.unique(np.quantile(finite, cuts, method="inverted_cdf"))
+        edges = edges[edges < finite.max()]
         return cls(edges, bin_shares(finite, edges))
 
     def psi(self, values: np.ndarray) -> float:
@@ -66,7 +69,7 @@ def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     data = data[np.isfinite(data)]
     if len(data) == 0:
         return np.zeros(len(edges) + 1)
-    counts = np.bincount(np.searchsorted(edges, data, side="right"), minlength=len(edges) + 1)
+    counts = np.bincount(np.searchsorted(edges, data, side="left"), minlength=len(edges) + 1)
     return counts / len(data)
 
 
