@@ -19,6 +19,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from pipeline.detectors.registry import detector_class, load_detector, supported
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.report import DailyReport, render
 from pipeline.scoring import PROFILE_FILE, ModelBundle
+
+if TYPE_CHECKING:
+    from pipeline.tracking import ProductionModel
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +401,42 @@ def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFram
     return io.to_canonical(io.read_partition(landing), spec)
 
 
+def _report_day(
+    model: ProductionModel,
+    spec: DatasetSpec,
+    day: dt.date,
+    frame: pd.DataFrame,
+    scores: pd.DataFrame,
+    out: Path,
+) -> tuple[Path, monitoring.DriftReport | None]:
+    """Measure the day's drift (when the model has a reference profile) and write its report."""
+    bundle = model.bundle
+    standardised = frame[[TIMESTAMP, ENTITY]].copy()
+    standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
+    day_drift = None
+    if bundle.profile is not None:
+        day_drift = monitoring.drift(
+            bundle.profile,
+            standardised[spec.feature_names].to_numpy(),
+            scores["score"].to_numpy(),
+            bundle.threshold,
+            spec.monitoring.drift_level,
+        )
+    report = DailyReport(
+        dataset=spec.name,
+        date=day.isoformat(),
+        model_name=model.name,
+        model_version=model.version,
+        threshold=bundle.threshold,
+        step=spec.step,
+        scores=scores,
+        standardised=standardised,
+        drift=day_drift,
+        entities_plotted=spec.monitoring.report_entities,
+    )
+    return io.write_text_atomic(render(report), out / DAILY_REPORT_FILE), day_drift
+
+
 def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
     """Score one day with the ``@production`` model; write scores, summary and report atomically.
 
@@ -412,36 +452,12 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
     model = tracking.load_production_model(settings, dataset)
     model.bundle.check_compatible(spec)
     frame = load_day(settings, spec, day)
-    bundle = model.bundle
-    scores = bundle.score_frame(frame, _context(settings, spec, day))
+    scores = model.bundle.score_frame(frame, _context(settings, spec, day))
     scores["model_name"] = model.name
     scores["model_version"] = model.version
     out = settings.partition("scores", dataset, day)
     target = io.write_parquet_atomic(scores, out / SCORES_FILE)
-    standardised = frame[[TIMESTAMP, ENTITY]].copy()
-    standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
-    day_drift = None
-    if bundle.profile is not None:
-        day_drift = monitoring.drift(
-            bundle.profile,
-            standardised[spec.feature_names].to_numpy(),
-            scores["score"].to_numpy(),
-            bundle.threshold,
-            spec.monitoring.drift_level,
-        )
-    report = DailyReport(
-        dataset=dataset,
-        date=day.isoformat(),
-        model_name=model.name,
-        model_version=model.version,
-        threshold=bundle.threshold,
-        step=spec.step,
-        scores=scores,
-        standardised=standardised,
-        drift=day_drift,
-        entities_plotted=spec.monitoring.report_entities,
-    )
-    report_path = io.write_text_atomic(render(report), out / DAILY_REPORT_FILE)
+    report_path, day_drift = _report_day(model, spec, day, frame, scores, out)
     summary = {
         "dataset": dataset,
         "date": day.isoformat(),
