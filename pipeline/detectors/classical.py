@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -94,16 +95,28 @@ class ClassicalDetector(Detector):
         return self
 
     def score(self, x: Segments) -> np.ndarray:
+        return self._map_windows(x, self._window_scores, lambda rows, _: PointScores(rows))
+
+    def _map_windows(
+        self,
+        x: Segments,
+        window_scores: Callable[[np.ndarray], np.ndarray],
+        accumulator: Callable[[int, int], PointScores | PointFeatureScores],
+    ) -> np.ndarray:
+        """Apply ``window_scores`` to every window in bounded chunks; map onto rows.
+
+        ``accumulator(rows, features)`` collects the chunks' scores onto time steps.
+        """
         self._check_fitted()
         self._check_features(x)
         window = self.config.window
         padded, keep = pad_short_segments(x, window)
         starts = window_starts(padded.bounds, window)
         windows = sliding_windows(padded.values, window)
-        points = PointScores(padded.n_rows)
+        points = accumulator(padded.n_rows, padded.n_features)
         for begin in range(0, len(starts), self.config.score_batch_size):
             chunk = starts[begin : begin + self.config.score_batch_size]
-            points.add(chunk, self._window_scores(windows[chunk]))
+            points.add(chunk, window_scores(windows[chunk]))
         return points.result()[keep]
 
     def _save_state(self, directory: Path) -> dict:
@@ -159,25 +172,15 @@ class PCA(ClassicalDetector):
         return PCAModel(mean=pca.mean_, components=pca.components_)
 
     def _window_scores(self, windows: np.ndarray) -> np.ndarray:
-        residuals = self.model_.squared_residuals(windows.reshape(len(windows), -1))
-        return residuals.reshape(windows.shape).mean(axis=-1)
+        return self._window_feature_residuals(windows).mean(axis=-1)
 
     def score_features(self, x: Segments) -> np.ndarray:
         """Each feature's squared residual from the principal subspace; their mean is the score."""
-        self._check_fitted()
-        self._check_features(x)
-        window = self.config.window
-        padded, keep = pad_short_segments(x, window)
-        starts = window_starts(padded.bounds, window)
-        windows = sliding_windows(padded.values, window)
-        points = PointFeatureScores(padded.n_rows, padded.n_features)
-        for begin in range(0, len(starts), self.config.score_batch_size):
-            chunk = windows[starts[begin : begin + self.config.score_batch_size]]
-            residuals = self.model_.squared_residuals(chunk.reshape(len(chunk), -1))
-            points.add(
-                starts[begin : begin + self.config.score_batch_size], residuals.reshape(chunk.shape)
-            )
-        return points.result()[keep]
+        return self._map_windows(x, self._window_feature_residuals, PointFeatureScores)
+
+    def _window_feature_residuals(self, windows: np.ndarray) -> np.ndarray:
+        residuals = self.model_.squared_residuals(windows.reshape(len(windows), -1))
+        return residuals.reshape(windows.shape)
 
 
 # --- Isolation Forest ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ lives here once.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -117,24 +118,22 @@ class TorchDetector(Detector):
 
     def score(self, x: Segments) -> np.ndarray:
         """Score every row: windows in bounded chunks, errors averaged onto time steps."""
-        self._check_fitted()
-        self._check_features(x)
-        config = self.config
-        device = resolve_device(config.device)
-        module = self.module_.to(device).eval()
-        padded, keep = pad_short_segments(x, config.window)
-        stride = config.score_stride or max(1, config.window // 4)
-        source = WindowSource(padded, config.window, stride, device)
-        points = PointScores(padded.n_rows)
-        with torch.inference_mode(), autocast(device):
-            for begin in range(0, len(source), config.score_batch_size):
-                starts = source.starts[begin : begin + config.score_batch_size]
-                errors = self.window_errors(module, source.batch(starts))
-                points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
-        return points.result()[keep]
+        return self._map_windows(x, self.window_errors, lambda rows, _: PointScores(rows))
 
     def score_features(self, x: Segments) -> np.ndarray:
-        """Per-feature errors of every row, in one pass over the same windows as :meth:`score`."""
+        """Per-feature errors of every row, from the same windows as :meth:`score`."""
+        return self._map_windows(x, self.window_feature_errors, PointFeatureScores)
+
+    def _map_windows(
+        self,
+        x: Segments,
+        window_errors: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        accumulator: Callable[[int, int], PointScores | PointFeatureScores],
+    ) -> np.ndarray:
+        """Apply ``window_errors`` to every scored window in bounded chunks; map onto rows.
+
+        ``accumulator(rows, features)`` collects the chunks' errors onto time steps.
+        """
         self._check_fitted()
         self._check_features(x)
         config = self.config
@@ -143,11 +142,11 @@ class TorchDetector(Detector):
         padded, keep = pad_short_segments(x, config.window)
         stride = config.score_stride or max(1, config.window // 4)
         source = WindowSource(padded, config.window, stride, device)
-        points = PointFeatureScores(padded.n_rows, padded.n_features)
+        points = accumulator(padded.n_rows, padded.n_features)
         with torch.inference_mode(), autocast(device):
             for begin in range(0, len(source), config.score_batch_size):
                 starts = source.starts[begin : begin + config.score_batch_size]
-                errors = self.window_feature_errors(module, source.batch(starts))
+                errors = window_errors(module, source.batch(starts))
                 points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
         return points.result()[keep]
 
