@@ -43,9 +43,8 @@ def top_features(
 ) -> tuple[list[list[str]], list[list[float]]]:
     """The ``k`` most responsible features of each row and their contributions.
 
-    A contribution is the feature's share of the row's positive per-feature scores, so the
-    contributions of all features sum to 1 (scores at or below zero contribute nothing: a VAE's
-    per-value log-likelihood can be negative where a value is predicted very confidently).
+    A contribution is the feature's share of the row's per-feature scores, so the
+    contributions of all features sum to 1 (a score below zero counts as zero).
     """
     scores = check_feature_scores(feature_scores, len(names))
     if k < 1:

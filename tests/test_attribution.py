@@ -18,7 +18,7 @@ def test_top_features_rank_and_share_the_anomaly() -> None:
     names, shares = attribution.top_features(scores, NAMES, k=2)
     assert names == [["spo2", "bp"], ["bp", "spo2"]]
     assert shares[0] == [0.6, 0.3]
-    assert shares[1] == [1.0, 0.0]  # a negative score contributes nothing
+    assert shares[1] == [1.0, 0.0]  # a negative score counts as zero
 
 
 def test_bad_feature_scores_are_named() -> None:
