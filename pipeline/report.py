@@ -79,7 +79,7 @@ def entity_ranking(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
                 "alarm_minutes": len(alarms) * minutes,
                 "alarm_share": len(alarms) / len(group),
                 "peak_score": float(group["score"].max()),
-                "top_features": ", ".join(name for name, _ in counts.most_common(3)),
+                "top_features": ", ".join(name for name, _ in counts.most_common(FEATURES_PLOTTED)),
             }
         )
     ranking = pd.DataFrame(
@@ -165,7 +165,7 @@ def _summary(report: DailyReport) -> str:
             ("anomaly rate today", f"{rate:.2%}"),
             ("anomaly rate at calibration (reference days)", reference),
         ],
-        columns=["", "value"],
+        columns=["", "today"],
     )
     return "<h2>Summary</h2>" + _table(facts)
 

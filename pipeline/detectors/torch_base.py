@@ -72,8 +72,9 @@ class TorchDetector(Detector):
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Per-step, per-feature error of each window, shape (batch, window, features).
 
-        Its mean (or, for the VAE, sum) over features is :meth:`window_errors`, so the
-        attribution of an alarm explains exactly the score that raised it.
+        Where the score is an error, its mean over features is :meth:`window_errors`, so the
+        attribution of an alarm explains exactly the score that raised it; a detector whose
+        score is not a plain error (the VAE's likelihood) says what it ranks instead.
         """
 
     def start_epoch(self, epoch: int) -> None:
