@@ -165,7 +165,7 @@ def _summary(report: DailyReport) -> str:
             ("anomaly rate today", f"{rate:.2%}"),
             ("anomaly rate at calibration (reference days)", reference),
         ],
-        columns=["", "today"],
+        columns=["what", "value"],
     )
     return "<h2>Summary</h2>" + _table(facts)
 
