@@ -79,6 +79,20 @@ class FeatureSpec(BaseModel):
         return self
 
 
+class MonitoringSpec(BaseModel):
+    """What a scoring run explains, reports and flags for a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drift_level: float = Field(
+        default=0.25,
+        gt=0,
+        description="PSI above which a feature or the score distribution counts as drifted",
+    )
+    top_features: int = Field(default=3, ge=1, description="features named per alarm")
+    report_entities: int = Field(default=3, ge=1, description="entities plotted in the report")
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -98,6 +112,7 @@ class DatasetSpec(BaseModel):
     max_null_fraction: float = Field(
         default=0.0, ge=0.0, le=1.0, description="largest share of missing values per feature"
     )
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @field_validator("name")
     @classmethod

@@ -19,11 +19,12 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluation
+from pipeline import evaluation, monitoring
 from pipeline.calibration import make_calibrator
 from pipeline.config import (
     ENTITY,
@@ -39,13 +40,18 @@ from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
-from pipeline.scoring import ModelBundle
+from pipeline.report import DailyReport, render
+from pipeline.scoring import PROFILE_FILE, ModelBundle
+
+if TYPE_CHECKING:
+    from pipeline.tracking import LoadedModel
 
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.json"
+DAILY_REPORT_FILE = "report.html"
 
 
 class BatchRejected(RuntimeError):
@@ -248,8 +254,17 @@ def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
     return run_dir
 
 
+def _bundle_features(run_dir: Path) -> list[str]:
+    """The feature names of a run's bundle, in the model's column order."""
+    return list(StandardScaler.load(run_dir / "bundle" / "scaler.json").features)
+
+
 def calibrate(run_dir: str) -> str:
-    """Fit the threshold on the labeled validation days (training scores when unlabeled)."""
+    """Fit the threshold on the labeled validation days (training scores when unlabeled).
+
+    The same scores become the bundle's reference profile for drift monitoring, with the
+    training values: what a normal day's data and scores look like to this model.
+    """
     path = Path(run_dir)
     config = _run_config(path)
     detector = load_detector(path / "bundle" / "detector")
@@ -264,6 +279,13 @@ def calibrate(run_dir: str) -> str:
         scores, labels = detector.score(_load_split(path, "train").segments), None
     calibrator = make_calibrator(method).fit(scores, labels)
     (path / "bundle" / "calibration.json").write_text(json.dumps(calibrator.to_dict(), indent=2))
+    profile = monitoring.ReferenceProfile.build(
+        _bundle_features(path),
+        _load_split(path, "train").segments.values,
+        scores,
+        calibrator.threshold_,
+    )
+    profile.save(path / "bundle" / PROFILE_FILE)
     return run_dir
 
 
@@ -432,10 +454,48 @@ def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFram
     return io.to_canonical(io.read_partition(landing), spec)
 
 
-def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
-    """Score one day with the ``@production`` model; write the scores atomically.
+def _report_day(
+    model: LoadedModel,
+    spec: DatasetSpec,
+    day: dt.date,
+    frame: pd.DataFrame,
+    scores: pd.DataFrame,
+    out: Path,
+) -> tuple[Path, monitoring.DriftReport | None]:
+    """Measure the day's drift (when the model has a reference profile) and write its report."""
+    bundle = model.bundle
+    standardised = frame[[TIMESTAMP, ENTITY]].copy()
+    standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
+    day_drift = None
+    if bundle.profile is not None:
+        day_drift = monitoring.drift(
+            bundle.profile,
+            standardised[spec.feature_names].to_numpy(),
+            scores["score"].to_numpy(),
+            bundle.threshold,
+            spec.monitoring.drift_level,
+        )
+    report = DailyReport(
+        dataset=spec.name,
+        date=day.isoformat(),
+        model_name=model.name,
+        model_version=model.version,
+        threshold=bundle.threshold,
+        step=spec.step,
+        scores=scores,
+        standardised=standardised,
+        drift=day_drift,
+        entities_plotted=spec.monitoring.report_entities,
+    )
+    return io.write_text_atomic(render(report), out / DAILY_REPORT_FILE), day_drift
 
-    A rerun for the same day replaces the output. Returns the path of the scores file.
+
+def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
+    """Score one day with the ``@production`` model; write scores, summary and report atomically.
+
+    Beside the scores go ``summary.json`` (with the drift indicators) and ``report.html``, the
+    daily report, which is also logged to the day's MLflow scoring run. A rerun for the same
+    day replaces the output. Returns the path of the scores file.
     """
     from pipeline import tracking
 
@@ -450,6 +510,7 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
     scores["model_version"] = model.version
     out = settings.partition("scores", dataset, day)
     target = io.write_parquet_atomic(scores, out / SCORES_FILE)
+    report_path, day_drift = _report_day(model, spec, day, frame, scores, out)
     summary = {
         "dataset": dataset,
         "date": day.isoformat(),
@@ -460,10 +521,31 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
         "threshold": model.bundle.threshold,
         "model_name": model.name,
         "model_version": model.version,
+        "drift": None if day_drift is None else day_drift.to_dict(),
     }
     io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
-    tracking.log_scoring_run(settings, dataset, day.isoformat(), model, summary)
+    tracking.log_scoring_run(
+        settings, dataset, day.isoformat(), model, summary, artifacts=[report_path]
+    )
     return str(target)
+
+
+def drift_status(scores_path: str) -> dict:
+    """The drift verdict of a scored day, read from the summary beside its scores.
+
+    ``{"drifted": bool, ...}`` with the dataset, date, model version and drifted features:
+    what a retraining trigger needs. A model without a reference profile never drifts.
+    """
+    summary = json.loads((Path(scores_path).parent / SUMMARY_FILE).read_text())
+    verdict = summary.get("drift") or {"drifted": False}
+    return {
+        "dataset": summary["dataset"],
+        "date": summary["date"],
+        "model_version": summary["model_version"],
+        "drifted": bool(verdict["drifted"]),
+        "drifted_features": verdict.get("drifted_features", []),
+        "score_psi": verdict.get("score_psi"),
+    }
 
 
 # --- demo data ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
 
 import pipeline
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec, Settings
@@ -100,7 +101,7 @@ def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
 
 
 def model_signature(spec: DatasetSpec) -> ModelSignature:
-    """Input: the canonical frame; output: one score row per input row."""
+    """Input: the canonical frame; output: one score row per input row (alarms explained)."""
     inputs = Schema(
         [ColSpec("datetime", TIMESTAMP), ColSpec("string", ENTITY)]
         + [ColSpec("double", name) for name in spec.feature_names]
@@ -112,6 +113,8 @@ def model_signature(spec: DatasetSpec) -> ModelSignature:
             ColSpec("double", "score"),
             ColSpec("double", "threshold"),
             ColSpec("boolean", "is_anomaly"),
+            ColSpec(Array("string"), "top_features", required=False),
+            ColSpec(Array("double"), "contributions", required=False),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -256,9 +259,19 @@ def record_promotion(
 
 
 def log_scoring_run(
-    settings: Settings, dataset: str, date: str, model: LoadedModel, summary: dict
+    settings: Settings,
+    dataset: str,
+    date: str,
+    model: LoadedModel,
+    summary: dict,
+    artifacts: Sequence[Path] = (),
 ) -> str:
-    """Record a day's scoring (rows, anomaly rate, model version) as its own MLflow run."""
+    """Record a day's scoring as its own MLflow run.
+
+    Metrics: rows, anomaly rate and every other number of ``summary`` (drift indicators come
+    as a nested ``drift`` dict: the score PSI, one ``psi.<feature>`` per feature, and
+    ``drifted`` as 0/1); ``artifacts`` (the daily report) are logged as files.
+    """
     client = connect(settings)
     experiment_id = _experiment_id(client, settings, f"{model.name}-scoring")
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{dataset} {date}") as run:
@@ -270,8 +283,20 @@ def log_scoring_run(
                 "model_version": model.version,
             }
         )
-        mlflow.log_metrics(
-            {key: float(value) for key, value in summary.items() if isinstance(value, int | float)}
-        )
+        mlflow.log_metrics(_numbers(summary) | _drift_metrics(summary.get("drift")))
         mlflow.log_dict(summary, "summary.json")
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
     return run.info.run_id
+
+
+def _numbers(values: dict) -> dict[str, float]:
+    """The numeric entries of a dict (booleans as 0/1), as MLflow metrics."""
+    return {key: float(value) for key, value in values.items() if isinstance(value, int | float)}
+
+
+def _drift_metrics(drift: dict | None) -> dict[str, float]:
+    if drift is None:
+        return {}
+    psi = {f"psi.{name}": value for name, value in drift["feature_psi"].items()}
+    return {"score_psi": drift["score_psi"], "drifted": float(drift["drifted"])} | psi

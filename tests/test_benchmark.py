@@ -45,10 +45,15 @@ def test_bench_writes_one_row_per_series_and_detector(shared_datasets, tmp_path,
         "threshold",
         "fit_seconds",
         "score_seconds",
+        "hitrate_100",
+        "hitrate_150",
+        "zscore_hitrate_100",
+        "zscore_hitrate_150",
     ]
     assert sorted(results["series"].unique()) == ["omi-1", "omi-3"]
     assert len(results) == 2 * 2
     assert results[["vus_pr", "auc_pr", "auc_roc"]].notna().all().all()
+    assert results.filter(like="hitrate").isna().all().all()  # ASD has no interpretation labels
     saved = np.load(tmp_path / "scores" / "ASD__omi-1__pca.npz")
     assert len(saved["score"]) == len(saved["label"]) > 0
     assert "| ASD | pca |" in capsys.readouterr().out
