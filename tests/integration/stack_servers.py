@@ -352,20 +352,10 @@ class AirflowApi:
 def start_mlflow_server(settings: Settings, log_dir: Path) -> Server:
     """A plain ``mlflow server`` on the product's store (its health path is ``/health``)."""
     port = free_port()
-    args = [
-        str(VENV_BIN / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        settings.tracking_uri,
-        "--default-artifact-root",
-        settings.artifact_root,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    args = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", settings.tracking_uri]
+    if settings.artifact_root:
+        args += ["--default-artifact-root", settings.artifact_root]
+    args += ["--host", HOST, "--port", str(port), "--workers", "1"]
     env = os.environ | {"PYTHONWARNINGS": "ignore", "MLFLOW_DISABLE_TELEMETRY": "true"}
     return Server.start("mlflow-server", f"http://{HOST}:{port}", args, env, log_dir)
 
