@@ -45,7 +45,7 @@ up: venv
 # docs/*.png: the MLflow model page and the Airflow grid view, rendered by headless Chromium
 # from a real run on the stack (PostgreSQL on 127.0.0.1:5432, `chromium` installed).
 screenshots: venv
-	TSAD_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q -p no:cacheprovider \
+	TSAD_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q \
 	    tests/integration/test_airflow_postgres.py -k "mlflow_ui or airflow_ui"
 
 clean:

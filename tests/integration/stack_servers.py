@@ -94,7 +94,7 @@ def postgres_database(prefix: str) -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
         params = admin.get_dsn_parameters()
-        yield f"postgresql+psycopg2://{params['user']}@{params['host']}:{params['port']}/{name}"
+        yield f"postgresql://{params['user']}@{params['host']}:{params['port']}/{name}"
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -356,7 +356,12 @@ def start_mlflow_server(settings: Settings, log_dir: Path) -> Server:
     if settings.artifact_root:
         args += ["--default-artifact-root", settings.artifact_root]
     args += ["--host", HOST, "--port", str(port), "--workers", "1"]
-    env = os.environ | {"PYTHONWARNINGS": "ignore", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = os.environ | {
+        "PYTHONWARNINGS": "ignore",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        # The job runner serves GenAI features the product does not use (seven processes).
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     return Server.start("mlflow-server", f"http://{HOST}:{port}", args, env, log_dir)
 
 
