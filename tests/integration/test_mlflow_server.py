@@ -7,11 +7,8 @@ The pipeline reaches it exactly as on the stack: ``MLFLOW_TRACKING_URI`` plus cr
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +17,16 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
+from stack_servers import (
+    HOST,
+    POSTGRES_DSN,
+    VENV_BIN,
+    Server,
+    free_port,
+    postgres_available,
+    postgres_database,
+    require,
+)
 
 from pipeline import steps, tracking
 from pipeline.config import RunConfig, Settings
@@ -27,115 +34,59 @@ from pipeline.config import RunConfig, Settings
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 ADMIN = ("admin", "admin-" + uuid.uuid4().hex)
 PIPELINE_USER = ("tsad-pipeline", "pipeline-" + uuid.uuid4().hex)
 STARTUP_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
-class Server:
+class MlflowServer:
     url: str
     artifacts: Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def databases() -> Iterator[tuple[str, str]]:
     """A backend store and an auth store of this test's own on the local PostgreSQL."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required in CI: {exc}")
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
-    suffix = uuid.uuid4().hex[:10]
-    names = (f"tsad_mlflow_{suffix}", f"tsad_mlflow_auth_{suffix}")
-    with admin:
-        for name in names:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES}/{names[0]}", f"{POSTGRES}/{names[1]}"
-        finally:
-            for name in names:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    require(postgres_available(), f"PostgreSQL is not reachable at {POSTGRES_DSN!r}")
+    with postgres_database("tsad_mlflow") as backend, postgres_database("tsad_mlflow_auth") as auth:
+        yield backend, auth
 
 
 @pytest.fixture(scope="module")
-def server(databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     backend, auth = databases
     port = free_port()
     artifacts = tmp_path_factory.mktemp("served-artifacts")
-    log_path = tmp_path_factory.mktemp("mlflow-server") / "server.log"
     env = os.environ | {
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        "PATH": str(VENV_BIN) + os.pathsep + os.environ.get("PATH", ""),
         "MLFLOW_BACKEND_STORE_URI": backend,
         "MLFLOW_AUTH_DATABASE_URI": auth,
         "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
         "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
-        "MLFLOW_ALLOWED_HOSTS": f"127.0.0.1:{port}",
-        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_ALLOWED_HOSTS": f"{HOST}:{port}",
+        "MLFLOW_HOST": HOST,
         "MLFLOW_PORT": str(port),
         "MLFLOW_WORKERS": "1",
     }
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            ["bash", str(REPO / "mlflow" / "start-server.sh")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the workers stop with it
-        )
-    url = f"http://127.0.0.1:{port}"
+    process = Server.start(
+        "mlflow-server",
+        f"http://{HOST}:{port}",
+        ["bash", str(REPO / "mlflow" / "start-server.sh")],
+        env,
+        tmp_path_factory.mktemp("mlflow-server"),
+    )
     try:
-        wait_until_healthy(url, process, log_path)
-        yield Server(url, artifacts)
+        process.wait_ready("/health", STARTUP_TIMEOUT_S)
+        yield MlflowServer(process.url, artifacts)
     finally:
-        stop(process)
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the MLflow server exited with {process.returncode}:\n{tail(log_path)}")
-        try:
-            if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"no healthy MLflow server within {STARTUP_TIMEOUT_S} s:\n{tail(log_path)}")
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text()[-chars:]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        process.stop(grace=30)
 
 
 @pytest.fixture(scope="module")
-def pipeline_account(server: Server) -> tuple[str, str]:
+def pipeline_account(server: MlflowServer) -> tuple[str, str]:
     """The pipeline's non-admin account, made by ``mlflow/ensure_user.py`` as on the stack;
     a second run (a restarted stack) updates it instead of failing."""
     env = os.environ | {
