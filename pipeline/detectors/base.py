@@ -110,13 +110,19 @@ class Detector(ABC):
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        """Load a detector saved by :meth:`save` (weights are read without unpickling)."""
+    def load(cls, directory: str | Path, device: str | None = None) -> Self:
+        """Load a detector saved by :meth:`save` (weights are read without unpickling).
+
+        ``device`` overrides the saved device setting where the detector has one.
+        """
         path = Path(directory)
         meta = json.loads((path / "config.json").read_text())
         if meta["detector"] != cls.name:
             raise ValueError(f"{path} holds a {meta['detector']!r} detector, not {cls.name!r}")
-        detector = cls(**meta["config"])
+        config = meta["config"]
+        if device is not None and "device" in config:
+            config["device"] = device
+        detector = cls(**config)
         detector.n_features_ = int(meta["n_features"])
         detector._load_state(path, meta["state"])
         return detector
