@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TSAD_HOME ?= $(CURDIR)/.tsad
 
-.PHONY: venv demo test lint format audit reliability up clean
+.PHONY: venv demo test lint format audit reliability up screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-test.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -52,6 +52,12 @@ up: venv
 	    --default-artifact-root "$$TSAD_ARTIFACT_ROOT" --host 127.0.0.1 --port 5000 & \
 	mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
 	eval "$$($(BIN)/tsad airflow-env)" && $(BIN)/airflow standalone
+
+# docs/*.png: the MLflow model page and the Airflow grid view, rendered by headless Chromium
+# from a real run on the stack (PostgreSQL on 127.0.0.1:5432, `chromium` installed).
+screenshots: venv
+	TSAD_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q \
+	    tests/integration/test_airflow_postgres.py -k "mlflow_ui or airflow_ui"
 
 clean:
 	rm -rf $(TSAD_HOME)

@@ -1,18 +1,24 @@
-"""Daily scoring: validate the day's batch, then score it with the ``@production`` model.
+"""Daily scoring: validate the day's batch, score it with the ``@production`` model, flag drift.
 
 The partition is the run's data interval start, so a backfill of a past day scores that day;
 the ``date`` Param overrides it for manual and asset-triggered runs (which have no interval).
+Scoring writes the scores (every alarm with its top features), ``summary.json`` and the daily
+``report.html``. When the day drifted beyond the dataset's ``monitoring.drift_level``,
+``signal_drift`` emits an event on the ``tsad_drift`` Asset (extra: dataset, date, model
+version, drifted features); a retraining DAG scheduled on that Asset runs on it. Otherwise the
+task is skipped and no event is emitted.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
+DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
 
 
 def partition_date(params: dict, data_interval_start: datetime | None) -> str:
@@ -60,7 +66,17 @@ def tsad_score():
 
         return steps.score(params["dataset"], day)
 
-    score(validate())
+    @task(outlets=[DRIFT], **IO_RETRIES)
+    def signal_drift(scores_path: str, *, outlet_events=None) -> dict:
+        from pipeline import steps
+
+        status = steps.drift_status(scores_path)
+        if not status["drifted"]:
+            raise AirflowSkipException(f"{status['dataset']} {status['date']}: no drift")
+        outlet_events[DRIFT].extra = status
+        return status
+
+    signal_drift(score(validate()))
 
 
 tsad_score()

@@ -13,8 +13,10 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from typing import get_args
 
 from pipeline import __version__
+from pipeline.config import PromotionMetric
 
 
 def _print(value: object) -> None:
@@ -84,6 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         save_scores=Path(args.save_scores) if args.save_scores else None,
         epochs=args.epochs,
         device=args.device,
+        seed=args.seed,
+        series_names=_names(args.series) if args.series else None,
     )
     _print(benchmark.markdown_table(results, skipped))
 
@@ -145,10 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
     train.set_defaults(handler=cmd_train)
 
-    promote = commands.add_parser("promote", help="move @production to a version")
+    promote = commands.add_parser(
+        "promote", help="gate the challenger against @production, or promote a version by hand"
+    )
     promote.add_argument("--dataset", required=True)
     promote.add_argument("--version", help="promote this version by hand")
-    promote.add_argument("--metric", default="vus_pr")
+    promote.add_argument(
+        "--metric",
+        choices=get_args(PromotionMetric),
+        help="gate metric (default: the challenger run's promotion_metric, vus_pr unless set)",
+    )
     promote.set_defaults(handler=cmd_promote)
 
     demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")
@@ -159,10 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-root", required=True, help="folder holding SMD/, ASD/, NAB/ ...")
     bench.add_argument("--datasets", required=True, help="comma-separated, e.g. SMD,ASD")
     bench.add_argument("--detectors", default="pca,transformer_ae")
+    bench.add_argument("--series", help="comma-separated series names, e.g. machine-1-6,omi-1")
     bench.add_argument("--out", default="results.csv")
     bench.add_argument("--save-scores", help="write one .npz of scores per series and detector")
-    bench.add_argument("--epochs", type=int)
+    bench.add_argument("--epochs", type=int, help="override every torch detector's epochs")
     bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.add_argument("--seed", type=int, default=0, help="seed of every detector's randomness")
     bench.set_defaults(handler=cmd_bench)
 
     detectors = commands.add_parser("detectors", help="list detectors and hyper-parameters")

@@ -81,6 +81,20 @@ class FeatureSpec(BaseModel):
         return self
 
 
+class MonitoringSpec(BaseModel):
+    """What a scoring run explains, reports and flags for a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drift_level: float = Field(
+        default=0.25,
+        gt=0,
+        description="PSI above which a feature or the score distribution counts as drifted",
+    )
+    top_features: int = Field(default=3, ge=1, description="features named per alarm")
+    report_entities: int = Field(default=3, ge=1, description="entities plotted in the report")
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -100,6 +114,7 @@ class DatasetSpec(BaseModel):
     max_null_fraction: float = Field(
         default=0.0, ge=0.0, le=1.0, description="largest share of missing values per feature"
     )
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @field_validator("name")
     @classmethod
@@ -162,6 +177,11 @@ class DateRange(BaseModel):
 
 CalibrationMethod = Literal["best_f1", "percentile", "mean_std", "pot"]
 
+PromotionMetric = Literal[
+    "vus_pr", "vus_roc", "auc_pr", "auc_roc", "f1", "precision", "recall", "event_f1", "pa_f1"
+]
+"""Metrics of ``pipeline.evaluation.evaluate`` where higher is better: the gate's choices."""
+
 
 class RunConfig(BaseModel):
     """One training run: which days to learn, calibrate and test on, and with what."""
@@ -179,7 +199,7 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     calibration: CalibrationMethod = "best_f1"
-    promotion_metric: str = "vus_pr"
+    promotion_metric: PromotionMetric = "vus_pr"
     detector_params: dict = Field(default_factory=dict)
 
     @field_validator("dataset")
@@ -213,29 +233,62 @@ class RunConfig(BaseModel):
         return cls.model_validate(yaml.safe_load(path.read_text()))
 
 
+TRACKING_SERVER_SCHEMES = ("http://", "https://")
+
+
+def is_tracking_server(uri: str) -> bool:
+    """Whether ``uri`` names an MLflow tracking server rather than a database it may open."""
+    return uri.startswith(TRACKING_SERVER_SCHEMES)
+
+
 class Settings(BaseModel):
-    """Runtime locations, all derived from ``TSAD_HOME`` unless overridden one by one."""
+    """Runtime locations, all derived from ``TSAD_HOME`` unless overridden one by one.
+
+    The same code runs embedded (SQLite under the home) and on the production stack (a remote
+    tracking server): only the environment differs. Credentials for a server that requires
+    them are read by MLflow itself from ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` and never stored here.
+    """
 
     home: Path
     tracking_uri: str
     registry_uri: str
-    artifact_root: str
+    artifact_root: str | None = Field(
+        description="where new experiments keep artifacts; None lets the tracking server decide"
+    )
     model_name_prefix: str = "tsad"
+
+    @field_validator("tracking_uri", "registry_uri")
+    @classmethod
+    def _has_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                f"MLflow URI {value!r} has no scheme: use sqlite:///path/mlflow.db, "
+                "postgresql://user@host/db, or http(s)://host:port for a tracking server"
+            )
+        return value
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("TSAD_HOME", ".tsad")).resolve()
+        """Read ``TSAD_HOME``, ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
+        ``TSAD_ARTIFACT_ROOT`` and ``TSAD_MODEL_PREFIX``; unset or empty means the default."""
+        _check_credentials_pair()
+        home = Path(os.environ.get("TSAD_HOME") or ".tsad").resolve()
         default_store = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-        tracking = os.environ.get("MLFLOW_TRACKING_URI", default_store)
-        return cls(
-            home=home,
-            tracking_uri=tracking,
-            registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", tracking),
-            artifact_root=os.environ.get(
-                "TSAD_ARTIFACT_ROOT", (home / "mlflow" / "artifacts").as_uri()
-            ),
-            model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX", "tsad"),
-        )
+        tracking = os.environ.get("MLFLOW_TRACKING_URI") or default_store
+        # A tracking server stores artifacts where it was told to (and serves them, with auth);
+        # a local database keeps them beside itself under the home.
+        default_artifacts = None if is_tracking_server(tracking) else _local_artifacts(home)
+        try:
+            return cls(
+                home=home,
+                tracking_uri=tracking,
+                registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking,
+                artifact_root=os.environ.get("TSAD_ARTIFACT_ROOT") or default_artifacts,
+                model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX") or "tsad",
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     @property
     def data_root(self) -> Path:
@@ -263,3 +316,16 @@ class Settings(BaseModel):
         """Working directory of one training run (prepared data, weights, reports)."""
         validate_name(run_key, "run key")
         return self.home / "runs" / validate_name(dataset) / run_key
+
+
+def _local_artifacts(home: Path) -> str:
+    return (home / "mlflow" / "artifacts").as_uri()
+
+
+def _check_credentials_pair() -> None:
+    """A username without a password (or the reverse) is a half-configured deployment."""
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if bool(username) != bool(password):
+        missing = "MLFLOW_TRACKING_PASSWORD" if username else "MLFLOW_TRACKING_USERNAME"
+        raise ConfigError(f"{missing} is not set: MLflow credentials need both variables")

@@ -68,10 +68,14 @@ def _summarise(settings: Settings, config: RunConfig, days: list[dt.date]) -> No
         quarantine = settings.partition("quarantine", DATASET, day)
         if summary.is_file():
             data = json.loads(summary.read_text())
+            drift = data.get("drift") or {}
+            drifted = ", ".join(drift.get("drifted_features", [])) or "scores"
             print(
                 f"  {day}  {data['rows']:>6} rows  {data['anomalies']:>5} alarms "
                 f"({data['anomaly_rate']:.2%})  model v{data['model_version']}"
+                + (f"  DRIFT: {drifted}" if drift.get("drifted") else "")
             )
+            print(f"              report: {summary.with_name(steps.DAILY_REPORT_FILE)}")
         elif quarantine.is_dir():
             report = json.loads((quarantine / "validation_report.json").read_text())
             print(f"  {day}  quarantined: {'; '.join(report['failures'])[:150]}")

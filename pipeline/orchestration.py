@@ -20,12 +20,13 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     """Variables that point Airflow and the tasks it runs at this product's stores."""
     airflow_home = settings.home / "airflow"
     venv_bin = str(Path(sys.executable).parent)
-    return {
+    artifact_root = settings.artifact_root
+    artifacts = {} if artifact_root is None else {"TSAD_ARTIFACT_ROOT": artifact_root}
+    return artifacts | {
         "TSAD_HOME": str(settings.home),
         "TSAD_PROJECT_ROOT": str(project_root()),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_REGISTRY_URI": settings.registry_uri,
-        "TSAD_ARTIFACT_ROOT": settings.artifact_root,
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(project_root() / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

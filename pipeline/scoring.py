@@ -1,9 +1,11 @@
-"""The deployable model: scaler, detector, calibrated threshold and dataset spec, as one bundle.
+"""The deployable model: scaler, detector, threshold, dataset spec and reference profile, bundled.
 
 A bundle is a directory of plain files (JSON, YAML and torch weights; no pickle). Training
 writes it, MLflow ships it inside the pyfunc model, and scoring applies it to a canonical frame:
 the previous day's tail supplies window context so every row of the day gets a score, and
-entities are scored in chunks so memory stays bounded however many a day holds.
+entities are scored in chunks so memory stays bounded however many a day holds. Every alarm
+names the features that drive it. The reference profile (training-time statistics, see
+``pipeline.monitoring``) is optional: bundles from before it existed still score.
 """
 
 from __future__ import annotations
@@ -18,13 +20,24 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline import attribution
 from pipeline.calibration import calibrator_from_dict
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
+from pipeline.monitoring import ReferenceProfile
 
-SCORE_COLUMNS = ["timestamp", "entity", "score", "threshold", "is_anomaly"]
+SCORE_COLUMNS = [
+    "timestamp",
+    "entity",
+    "score",
+    "threshold",
+    "is_anomaly",
+    "top_features",
+    "contributions",
+]
+PROFILE_FILE = "profile.json"
 ENTITIES_FILE = "entities.json"
 _OWN_ROW = "__tsad_own_row"
 
@@ -41,6 +54,7 @@ class ModelBundle:
     scaler: StandardScaler
     detector: Detector
     calibration: dict
+    profile: ReferenceProfile | None = None
     entities: frozenset[str] | None = None  # seen in training; None for older bundles
 
     @property
@@ -76,11 +90,34 @@ class ModelBundle:
                 f"{spec.frequency!r} day that scoring can use as context"
             )
 
+    def scaled_segments(self, frame: pd.DataFrame) -> Segments:
+        """A canonical frame sorted by entity and time as scaled, gap-aware segments."""
+        segments, _ = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
+        return Segments(self.scaler.transform(segments.values), segments.bounds)
+
     def score_segments(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw scores of a canonical frame sorted by entity and time."""
-        segments, _ = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
-        scaled = Segments(self.scaler.transform(segments.values), segments.bounds)
-        return self.detector.score(scaled)
+        return self.detector.score(self.scaled_segments(frame))
+
+    def explain(self, segments: Segments, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top features and contributions of the chosen rows; ``None`` for every other row.
+
+        Per-feature scores are computed only when a row is chosen (an alarm), so a quiet day
+        costs no extra pass.
+        """
+        names = np.full(len(rows), None, dtype=object)
+        shares = np.full(len(rows), None, dtype=object)
+        if rows.any():
+            top, contributions = attribution.top_features(
+                self.detector.score_features(segments)[rows],
+                self.spec.feature_names,
+                self.spec.monitoring.top_features,
+            )
+            for index, row_names, row_shares in zip(
+                np.flatnonzero(rows), top, contributions, strict=True
+            ):
+                names[index], shares[index] = row_names, row_shares
+        return names, shares
 
     def score_frame(
         self,
@@ -91,7 +128,8 @@ class ModelBundle:
         """Score every row of ``frame``; ``context`` (earlier rows) only feeds the windows.
 
         Returns one row per input row, sorted by entity then time, with the columns of
-        :data:`SCORE_COLUMNS`.
+        :data:`SCORE_COLUMNS`: an alarm (``is_anomaly``) also names its ``top_features``, most
+        responsible first, with their ``contributions`` (shares of the row's anomaly).
         """
         tail = None if context is None else self._context_tail(context)
         entities = pd.unique(frame[ENTITY])
@@ -105,14 +143,18 @@ class ModelBundle:
                     ignore_index=True,
                 )
             ordered = own.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
-            scores = self.score_segments(ordered)
+            segments = self.scaled_segments(ordered)
+            scores = self.detector.score(segments)
             keep = ordered[_OWN_ROW].to_numpy()
+            top_features, contributions = self.explain(segments, keep & (scores >= self.threshold))
             parts.append(
                 pd.DataFrame(
                     {
                         TIMESTAMP: ordered[TIMESTAMP].to_numpy()[keep],
                         ENTITY: ordered[ENTITY].to_numpy()[keep],
                         "score": scores[keep],
+                        "top_features": top_features[keep],
+                        "contributions": contributions[keep],
                     }
                 )
             )
@@ -134,6 +176,8 @@ class ModelBundle:
         self.scaler.save(directory / "scaler.json")
         self.detector.save(directory / "detector")
         (directory / "calibration.json").write_text(json.dumps(self.calibration, indent=2))
+        if self.profile is not None:
+            self.profile.save(directory / PROFILE_FILE)
         self.save_spec(self.spec, directory)
         if self.entities is not None:
             self.save_entities(self.entities, directory)
@@ -160,6 +204,11 @@ class ModelBundle:
             scaler=StandardScaler.load(directory / "scaler.json"),
             detector=load_detector(directory / "detector"),
             calibration=calibration,
+            profile=(
+                ReferenceProfile.load(directory / PROFILE_FILE)
+                if (directory / PROFILE_FILE).is_file()
+                else None
+            ),
             entities=_load_entities(directory / ENTITIES_FILE),
         )
 

@@ -19,11 +19,12 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluation
+from pipeline import evaluation, monitoring
 from pipeline.calibration import make_calibrator
 from pipeline.config import (
     ENTITY,
@@ -39,13 +40,18 @@ from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
-from pipeline.scoring import ModelBundle
+from pipeline.report import DailyReport, render
+from pipeline.scoring import PROFILE_FILE, ModelBundle
+
+if TYPE_CHECKING:
+    from pipeline.tracking import LoadedModel
 
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.json"
+DAILY_REPORT_FILE = "report.html"
 
 
 class BatchRejected(RuntimeError):
@@ -274,8 +280,17 @@ def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
     return run_dir
 
 
+def _bundle_features(run_dir: Path) -> list[str]:
+    """The feature names of a run's bundle, in the model's column order."""
+    return list(StandardScaler.load(run_dir / "bundle" / "scaler.json").features)
+
+
 def calibrate(run_dir: str) -> str:
-    """Fit the threshold on the labeled validation days (training scores when unlabeled)."""
+    """Fit the threshold on the labeled validation days (training scores when unlabeled).
+
+    The same scores become the bundle's reference profile for drift monitoring, with the
+    training values: what a normal day's data and scores look like to this model.
+    """
     path = Path(run_dir)
     config = _run_config(path)
     detector = load_detector(path / "bundle" / "detector")
@@ -290,6 +305,13 @@ def calibrate(run_dir: str) -> str:
         scores, labels = detector.score(_load_split(path, "train").segments), None
     calibrator = make_calibrator(method).fit(scores, labels)
     (path / "bundle" / "calibration.json").write_text(json.dumps(calibrator.to_dict(), indent=2))
+    profile = monitoring.ReferenceProfile.build(
+        _bundle_features(path),
+        _load_split(path, "train").segments.values,
+        scores,
+        calibrator.threshold_,
+    )
+    profile.save(path / "bundle" / PROFILE_FILE)
     return run_dir
 
 
@@ -377,19 +399,72 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
 
 def promote(
     dataset: str,
-    metric: str = "vus_pr",
+    metric: str | None = None,
     version: str | None = None,
     settings: Settings | None = None,
 ) -> dict:
-    """Move ``@production`` to the challenger when it is at least as good (or to ``version``)."""
-    from pipeline import tracking
+    """Move ``@production`` to the challenger if the gate passes it, or to ``version`` by hand.
 
-    decision = tracking.promote(_settings(settings), dataset, metric, version)
+    The gate (:mod:`pipeline.promotion`) scores the challenger run's labeled test days with the
+    challenger and with the current production model and compares ``metric`` (the run config's
+    ``promotion_metric`` when None). Both numbers, the production version compared against, the
+    decision and its reason are tagged on the challenger version whatever the outcome; a
+    rejected challenger keeps ``@challenger``. An explicit ``version`` is a human decision and
+    is applied as is.
+    """
+    from pipeline import promotion, tracking
+
+    settings = _settings(settings)
+    if metric is not None:
+        promotion.check_metric(metric)
+    if version is not None:
+        previous = tracking.alias_version(settings, dataset, tracking.PRODUCTION)
+        tracking.record_promotion(
+            settings, dataset, str(version), {"promotion": "manual"}, promote=True
+        )
+        return {
+            "promoted": True,
+            "version": str(version),
+            "previous": previous,
+            "reason": "promoted by hand",
+        }
+    challenger = tracking.load_model(settings, dataset, tracking.CHALLENGER)
+    if challenger is None:
+        raise tracking.ModelNotFoundError(
+            f"model {settings.model_name(dataset)!r} has no @{tracking.CHALLENGER} version "
+            "to promote: train one first"
+        )
+    production = tracking.load_model(settings, dataset, tracking.PRODUCTION)
+    previous = None if production is None else production.version
+    if previous == challenger.version:
+        return {
+            "promoted": False,
+            "version": previous,
+            "previous": previous,
+            "reason": "already in production",
+        }
+    config = RunConfig.model_validate_json(
+        tracking.read_run_file(settings, challenger.run_id, "run.json")
+    )
+    spec = challenger.bundle.spec
+    test_days = pd.concat([load_day(settings, spec, day) for day in config.test.dates()])
+    verdict = promotion.judge(
+        challenger.bundle,
+        None if production is None else production.bundle,
+        previous,
+        test_days,
+        metric or config.promotion_metric,
+    )
+    tags = verdict.tags() | {"gate.test_days": f"{config.test.start}..{config.test.end}"}
+    tracking.record_promotion(settings, dataset, challenger.version, tags, verdict.promote)
     return {
-        "promoted": decision.promoted,
-        "version": decision.version,
-        "previous": decision.previous,
-        "reason": decision.reason,
+        "promoted": verdict.promote,
+        "version": challenger.version,
+        "previous": previous,
+        "reason": verdict.reason,
+        "metric": verdict.metric,
+        "challenger": verdict.challenger,
+        "production": verdict.production,
     }
 
 
@@ -405,10 +480,48 @@ def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFram
     return io.to_canonical(io.read_partition(landing), spec)
 
 
-def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
-    """Score one day with the ``@production`` model; write the scores atomically.
+def _report_day(
+    model: LoadedModel,
+    spec: DatasetSpec,
+    day: dt.date,
+    frame: pd.DataFrame,
+    scores: pd.DataFrame,
+    out: Path,
+) -> tuple[Path, monitoring.DriftReport | None]:
+    """Measure the day's drift (when the model has a reference profile) and write its report."""
+    bundle = model.bundle
+    standardised = frame[[TIMESTAMP, ENTITY]].copy()
+    standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
+    day_drift = None
+    if bundle.profile is not None:
+        day_drift = monitoring.drift(
+            bundle.profile,
+            standardised[spec.feature_names].to_numpy(),
+            scores["score"].to_numpy(),
+            bundle.threshold,
+            spec.monitoring.drift_level,
+        )
+    report = DailyReport(
+        dataset=spec.name,
+        date=day.isoformat(),
+        model_name=model.name,
+        model_version=model.version,
+        threshold=bundle.threshold,
+        step=spec.step,
+        scores=scores,
+        standardised=standardised,
+        drift=day_drift,
+        entities_plotted=spec.monitoring.report_entities,
+    )
+    return io.write_text_atomic(render(report), out / DAILY_REPORT_FILE), day_drift
 
-    A rerun for the same day replaces the output. Returns the path of the scores file.
+
+def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
+    """Score one day with the ``@production`` model; write scores, summary and report atomically.
+
+    Beside the scores go ``summary.json`` (with the drift indicators) and ``report.html``, the
+    daily report, which is also logged to the day's MLflow scoring run. A rerun for the same
+    day replaces the output. Returns the path of the scores file.
     """
     from pipeline import tracking
 
@@ -425,23 +538,45 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
     notes = flags.row_flags(frame, context, model.bundle.entities, spec.step, model.bundle.window)
     scores = flags.annotate(scores, notes)
     out = settings.partition("scores", dataset, day)
-    summary = {
-        "dataset": dataset,
-        "date": day.isoformat(),
-        "rows": len(scores),
-        "entities": int(scores[ENTITY].nunique()),
-        "anomalies": int(scores["is_anomaly"].sum()),
-        "anomaly_rate": float(scores["is_anomaly"].mean()),
-        "threshold": model.bundle.threshold,
-        "model_name": model.name,
-        "model_version": model.version,
-        "flagged_rows": flags.counts(scores[flags.FLAGS]),
-    }
     with io.exclusive_partition(out):
         target = io.write_parquet_atomic(scores, out / SCORES_FILE)
+        report_path, day_drift = _report_day(model, spec, day, frame, scores, out)
+        summary = {
+            "dataset": dataset,
+            "date": day.isoformat(),
+            "rows": len(scores),
+            "entities": int(scores[ENTITY].nunique()),
+            "anomalies": int(scores["is_anomaly"].sum()),
+            "anomaly_rate": float(scores["is_anomaly"].mean()),
+            "threshold": model.bundle.threshold,
+            "model_name": model.name,
+            "model_version": model.version,
+            "flagged_rows": flags.counts(scores[flags.FLAGS]),
+            "drift": None if day_drift is None else day_drift.to_dict(),
+        }
         io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
-    tracking.log_scoring_run(settings, dataset, day.isoformat(), model, summary)
+    tracking.log_scoring_run(
+        settings, dataset, day.isoformat(), model, summary, artifacts=[report_path]
+    )
     return str(target)
+
+
+def drift_status(scores_path: str) -> dict:
+    """The drift verdict of a scored day, read from the summary beside its scores.
+
+    ``{"drifted": bool, ...}`` with the dataset, date, model version and drifted features:
+    what a retraining trigger needs. A model without a reference profile never drifts.
+    """
+    summary = json.loads((Path(scores_path).parent / SUMMARY_FILE).read_text())
+    verdict = summary.get("drift") or {"drifted": False}
+    return {
+        "dataset": summary["dataset"],
+        "date": summary["date"],
+        "model_version": summary["model_version"],
+        "drifted": bool(verdict["drifted"]),
+        "drifted_features": verdict.get("drifted_features", []),
+        "score_psi": verdict.get("score_psi"),
+    }
 
 
 # --- demo data ----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Everything that talks to MLflow: runs, the model registry and its aliases.
 
 The production model is the registered model's ``@production`` alias (registry stages are
-deprecated); a new version arrives as ``@challenger`` and is promoted by metric or by hand. The
-model is logged as a pyfunc *from code* (``pipeline/packaged_model.py``) around a bundle of plain
-files, so loading it never unpickles an object.
+deprecated); a new version arrives as ``@challenger`` and is promoted by the gate of
+:mod:`pipeline.promotion` or by hand. The model is logged as a pyfunc *from code*
+(``pipeline/packaged_model.py``) around a bundle of plain files, so loading it never unpickles an
+object.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
 
 import pipeline
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec, Settings
@@ -65,7 +67,7 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 4, delay: flo
         try:
             return call()
         except MlflowException as exc:
-            if _is_not_found(exc):
+            if _is_not_found(exc) or _is_refused(exc):
                 raise
             if attempt == attempts:
                 raise ConnectionError(
@@ -82,6 +84,11 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 4, delay: flo
 
 def _is_not_found(exc: MlflowException) -> bool:
     return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def _is_refused(exc: MlflowException) -> bool:
+    """Wrong or missing credentials: retrying cannot help."""
+    return exc.error_code in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
 
 
 @contextlib.contextmanager
@@ -101,11 +108,12 @@ def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=f"{settings.artifact_root}/{name}")
+    location = None if settings.artifact_root is None else f"{settings.artifact_root}/{name}"
+    return client.create_experiment(name, artifact_location=location)
 
 
 def model_signature(spec: DatasetSpec) -> ModelSignature:
-    """Input: the canonical frame; output: one score row per input row."""
+    """Input: the canonical frame; output: one score row per input row (alarms explained)."""
     inputs = Schema(
         [ColSpec("datetime", TIMESTAMP), ColSpec("string", ENTITY)]
         + [ColSpec("double", name) for name in spec.feature_names]
@@ -117,6 +125,8 @@ def model_signature(spec: DatasetSpec) -> ModelSignature:
             ColSpec("double", "score"),
             ColSpec("double", "threshold"),
             ColSpec("boolean", "is_anomaly"),
+            ColSpec(Array("string"), "top_features", required=False),
+            ColSpec(Array("double"), "contributions", required=False),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -168,96 +178,112 @@ def register_training_run(
     return RegisteredVersion(name, version.version, run.info.run_id)
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    promoted: bool
-    version: str
-    previous: str | None
-    reason: str
+def _version_by_alias(client: MlflowClient, name: str, alias: str):
+    """The version ``alias`` points at (None when it points nowhere), retried when unreachable."""
+
+    def resolve():
+        try:
+            return client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+
+    return with_retries(resolve, f"resolving {name}@{alias}")
 
 
-def promote(
-    settings: Settings, dataset: str, metric: str, version: str | None = None
-) -> PromotionDecision:
-    """Move ``@production`` to the challenger if it is at least as good, or to ``version``.
-
-    An explicit ``version`` is a human decision and is applied as is.
-    """
+def alias_version(settings: Settings, dataset: str, alias: str) -> str | None:
+    """The version number ``alias`` points at, or None when it points nowhere."""
     client = connect(settings)
     name = settings.model_name(dataset)
-    current = _version_by_alias(client, name, PRODUCTION)
-    previous = None if current is None else current.version
-    if version is not None:
-        client.get_model_version(name, str(version))  # fails clearly for an unknown version
-        client.set_registered_model_alias(name, PRODUCTION, str(version))
-        client.set_model_version_tag(name, str(version), "promotion", "manual")
-        return PromotionDecision(True, str(version), previous, "promoted by hand")
-    challenger = _version_by_alias(client, name, CHALLENGER)
-    if challenger is None:
-        raise ModelNotFoundError(f"model {name!r} has no @{CHALLENGER} version to promote")
-    if current is not None and current.version == challenger.version:
-        return PromotionDecision(False, challenger.version, previous, "already in production")
-    candidate = _tag_metric(challenger.tags, metric)
-    incumbent = None if current is None else _tag_metric(current.tags, metric)
-    if incumbent is None or (candidate is not None and candidate >= incumbent):
-        reason = (
-            "no production version yet"
-            if incumbent is None
-            else f"{metric} {candidate:.4f} >= production's {incumbent:.4f}"
-        )
-        client.set_registered_model_alias(name, PRODUCTION, challenger.version)
-        client.set_model_version_tag(name, challenger.version, "promotion", reason)
-        return PromotionDecision(True, challenger.version, previous, reason)
-    reason = f"{metric} {candidate} < production version {previous}'s {incumbent:.4f}"
-    client.set_model_version_tag(name, challenger.version, "rejected", reason)
-    return PromotionDecision(False, challenger.version, previous, reason)
-
-
-def _version_by_alias(client: MlflowClient, name: str, alias: str):
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if _is_not_found(exc):
-            return None
-        raise
-
-
-def _tag_metric(tags: dict[str, str], metric: str) -> float | None:
-    value = tags.get(f"metric.{metric}")
-    return None if value is None else float(value)
+    version = _version_by_alias(client, name, alias)
+    return None if version is None else str(version.version)
 
 
 @dataclass(frozen=True)
-class ProductionModel:
+class LoadedModel:
+    """One registered version, resolved once and loaded (no race with a later promotion)."""
+
     name: str
     version: str
+    run_id: str
     bundle: ModelBundle
 
 
-def load_production_model(settings: Settings, dataset: str) -> ProductionModel:
-    """Resolve ``@production`` once and load exactly that version (no race with a promotion)."""
+def load_model(settings: Settings, dataset: str, alias: str) -> LoadedModel | None:
+    """Load the version ``alias`` points at, or None when it points nowhere."""
     client = connect(settings)
     name = settings.model_name(dataset)
-    version = with_retries(
-        lambda: _version_by_alias(client, name, PRODUCTION), f"resolving {name}@{PRODUCTION}"
-    )
+    version = _version_by_alias(client, name, alias)
     if version is None:
-        raise ModelNotFoundError(
-            f"model {name!r} has no @{PRODUCTION} version: train and promote one first "
-            f"(tsad demo, the tsad_train DAG, or tsad promote --dataset {dataset} --version N)"
-        )
+        return None
     with quiet_mlflow_hints():
         model = with_retries(
             lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
             f"loading {name} version {version.version}",
         )
-    return ProductionModel(name, version.version, model.unwrap_python_model().bundle)
+    return LoadedModel(
+        name, str(version.version), version.run_id, model.unwrap_python_model().bundle
+    )
+
+
+def load_production_model(settings: Settings, dataset: str) -> LoadedModel:
+    """The ``@production`` version, loaded; a clear error when there is none yet."""
+    model = load_model(settings, dataset, PRODUCTION)
+    if model is None:
+        raise ModelNotFoundError(
+            f"model {settings.model_name(dataset)!r} has no @{PRODUCTION} version: train and "
+            f"promote one first (tsad demo, the tsad_train DAG, or tsad promote --dataset "
+            f"{dataset} --version N)"
+        )
+    return model
+
+
+def read_run_file(settings: Settings, run_id: str, artifact_path: str) -> str:
+    """The text of a file logged to a run (e.g. the ``run.json`` of a training run)."""
+    connect(settings)
+    return with_retries(
+        lambda: mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_path}"),
+        f"reading {artifact_path} of run {run_id}",
+    )
+
+
+def record_promotion(
+    settings: Settings, dataset: str, version: str, tags: dict[str, str], promote: bool
+) -> None:
+    """Tag ``version`` with a promotion decision, then move ``@production`` if it passed.
+
+    Tags come first: should the alias move fail, a retry finds the version still a challenger
+    and decides again, instead of finding it in production with its decision unrecorded.
+    """
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}") from exc
+        raise
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if promote:
+        client.set_registered_model_alias(name, PRODUCTION, version)
 
 
 def log_scoring_run(
-    settings: Settings, dataset: str, date: str, model: ProductionModel, summary: dict
+    settings: Settings,
+    dataset: str,
+    date: str,
+    model: LoadedModel,
+    summary: dict,
+    artifacts: Sequence[Path] = (),
 ) -> str:
-    """Record a day's scoring (rows, anomaly rate, model version) as its own MLflow run."""
+    """Record a day's scoring as its own MLflow run.
+
+    Metrics: rows, anomaly rate and every other number of ``summary`` (drift indicators come
+    as a nested ``drift`` dict: the score PSI, one ``psi.<feature>`` per feature, and
+    ``drifted`` as 0/1); ``artifacts`` (the daily report) are logged as files.
+    """
     client = connect(settings)
     experiment_id = _experiment_id(client, settings, f"{model.name}-scoring")
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{dataset} {date}") as run:
@@ -269,8 +295,20 @@ def log_scoring_run(
                 "model_version": model.version,
             }
         )
-        mlflow.log_metrics(
-            {key: float(value) for key, value in summary.items() if isinstance(value, int | float)}
-        )
+        mlflow.log_metrics(_numbers(summary) | _drift_metrics(summary.get("drift")))
         mlflow.log_dict(summary, "summary.json")
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
     return run.info.run_id
+
+
+def _numbers(values: dict) -> dict[str, float]:
+    """The numeric entries of a dict (booleans as 0/1), as MLflow metrics."""
+    return {key: float(value) for key, value in values.items() if isinstance(value, int | float)}
+
+
+def _drift_metrics(drift: dict | None) -> dict[str, float]:
+    if drift is None:
+        return {}
+    psi = {f"psi.{name}": value for name, value in drift["feature_psi"].items()}
+    return {"score_psi": drift["score_psi"], "drifted": float(drift["drifted"])} | psi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,25 @@ from pipeline.config import Settings
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-@pytest.fixture
-def tsad_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """A fresh runtime home (data tree, MLflow store) for one test."""
-    home = tmp_path / "tsad"
+def use_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Point ``TSAD_HOME`` at ``home`` with the embedded MLflow store (no remote URIs)."""
     monkeypatch.setenv("TSAD_HOME", str(home))
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
         monkeypatch.delenv(variable, raising=False)
     return Settings.from_env()
+
+
+@pytest.fixture
+def tsad_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh runtime home (data tree, MLflow store) for one test."""
+    return use_home(tmp_path / "tsad", monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A runtime home shared by the tests of one module (for fixtures that train models)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield use_home(tmp_path_factory.mktemp("home") / "tsad", monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline import benchmark
 from pipeline.cli import main
@@ -21,6 +22,8 @@ def test_bench_writes_one_row_per_series_and_detector(shared_datasets, tmp_path,
             "ASD",
             "--detectors",
             "pca,iforest",
+            "--series",
+            "omi-1,omi-3",
             "--out",
             str(out),
             "--save-scores",
@@ -42,9 +45,15 @@ def test_bench_writes_one_row_per_series_and_detector(shared_datasets, tmp_path,
         "threshold",
         "fit_seconds",
         "score_seconds",
+        "hitrate_100",
+        "hitrate_150",
+        "zscore_hitrate_100",
+        "zscore_hitrate_150",
     ]
-    assert len(results) == 2 * results["series"].nunique()
+    assert sorted(results["series"].unique()) == ["omi-1", "omi-3"]
+    assert len(results) == 2 * 2
     assert results[["vus_pr", "auc_pr", "auc_roc"]].notna().all().all()
+    assert results.filter(like="hitrate").isna().all().all()  # ASD has no interpretation labels
     saved = np.load(tmp_path / "scores" / "ASD__omi-1__pca.npz")
     assert len(saved["score"]) == len(saved["label"]) > 0
     assert "| ASD | pca |" in capsys.readouterr().out
@@ -65,3 +74,17 @@ def test_threshold_is_fitted_on_the_calibration_part_only(shared_datasets):
         feature_names=series.feature_names,
     )
     assert benchmark.run_series(shifted, "pca", {"device": "cpu"}).threshold == row.threshold
+
+
+def test_an_unknown_series_name_is_an_error_not_a_smaller_benchmark(shared_datasets):
+    with pytest.raises(ValueError, match=r"no series \['omi-99'\] in ASD"):
+        benchmark.select_series(shared_datasets, ["ASD"], ["omi-1", "omi-99"])
+
+
+def test_the_seed_makes_a_run_repeatable(shared_datasets):
+    series = load_benchmark(shared_datasets, "ASD", series=["omi-1"])[0]
+    first, again, other = (
+        benchmark.run_series(series, "iforest", {"seed": seed}) for seed in (0, 0, 1)
+    )
+    assert (first.vus_pr, first.threshold) == (again.vus_pr, again.threshold)
+    assert first.vus_pr != other.vus_pr

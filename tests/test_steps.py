@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from pipeline import steps, tracking
-from pipeline.config import RunConfig, Settings
+from pipeline.config import DatasetSpec, RunConfig, Settings
 from pipeline.scoring import ModelMismatchError
 
 DAY = dt.date(2026, 1, 1)
+FEATURES = DatasetSpec.load("vitals").feature_names
 
 
 def day(offset: int) -> dt.date:
@@ -37,22 +38,17 @@ def small_run(**changes) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def ward(tmp_path_factory: pytest.TempPathFactory):
+def ward(module_home: Settings):
     """Six days of data for three patients and one trained, registered, promoted model."""
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("home") / "tsad"
-        patch.setenv("TSAD_HOME", str(home))
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-            patch.delenv(variable, raising=False)
-        settings = Settings.from_env()
-        steps.generate(start=DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
-        config = small_run()
-        steps.validate_days("vitals", steps.run_days(config), settings)
-        run_dir = steps.prepare(config, settings)
-        steps.evaluate(steps.calibrate(steps.train(run_dir)))
-        registered = steps.register(run_dir, settings)
-        promotion = steps.promote("vitals", settings=settings)
-        yield settings, Path(run_dir), registered, promotion
+    settings = module_home
+    steps.generate(start=DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
+    config = small_run()
+    steps.validate_days("vitals", steps.run_days(config), settings)
+    run_dir = steps.prepare(config, settings)
+    steps.evaluate(steps.calibrate(steps.train(run_dir)))
+    registered = steps.register(run_dir, settings)
+    promotion = steps.promote("vitals", settings=settings)
+    return settings, Path(run_dir), registered, promotion
 
 
 def landing_file(settings: Settings, date: dt.date) -> Path:
@@ -94,19 +90,6 @@ def test_register_records_threshold_metrics_and_aliases(ward):
     assert promotion["promoted"] and promotion["reason"] == "no production version yet"
 
 
-def test_a_worse_challenger_is_rejected_and_a_human_can_promote_it(ward):
-    settings, run_dir, registered, _ = ward
-    second = steps.register(str(run_dir), settings)
-    client = tracking.connect(settings)
-    client.set_model_version_tag(second["name"], second["version"], "metric.vus_pr", "-1")
-    decision = steps.promote("vitals", settings=settings)
-    assert not decision["promoted"]
-    assert "rejected" in client.get_model_version(second["name"], second["version"]).tags
-    manual = steps.promote("vitals", version=str(second["version"]), settings=settings)
-    assert manual["promoted"]
-    steps.promote("vitals", version=str(registered["version"]), settings=settings)
-
-
 def test_score_gives_every_row_a_score_and_reruns_replace(ward):
     settings, *_ = ward
     path = Path(steps.score("vitals", day(4), settings))
@@ -119,6 +102,8 @@ def test_score_gives_every_row_a_score_and_reruns_replace(ward):
         "score",
         "threshold",
         "is_anomaly",
+        "top_features",
+        "contributions",
         "model_name",
         "model_version",
         "flags",
@@ -128,7 +113,11 @@ def test_score_gives_every_row_a_score_and_reruns_replace(ward):
     assert first["timestamp"].min() == pd.Timestamp(day(4), tz="UTC")
     steps.score("vitals", day(4), settings)
     pd.testing.assert_frame_equal(pd.read_parquet(path), first)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["scores.parquet", "summary.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "report.html",
+        "scores.parquet",
+        "summary.json",
+    ]
 
 
 def test_previous_day_supplies_window_context(ward):
@@ -173,3 +162,48 @@ def test_a_model_for_other_features_is_refused(ward):
 def test_scoring_without_a_production_model_is_a_clear_error(tsad_home):
     with pytest.raises(tracking.ModelNotFoundError, match="no @production version"):
         steps.score("vitals", "2026-01-05", tsad_home)
+
+
+def test_every_alarm_names_the_features_that_drive_it(ward):
+    settings, *_ = ward
+    scores = pd.read_parquet(steps.score("vitals", day(4), settings))
+    spec = tracking.load_production_model(settings, "vitals").bundle.spec
+    alarms = scores[scores["is_anomaly"]]
+    assert len(alarms) > 0
+    for names, shares in zip(alarms["top_features"], alarms["contributions"], strict=True):
+        assert len(names) == spec.monitoring.top_features == len(shares)
+        assert set(names) <= set(spec.feature_names)
+        assert list(shares) == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-6
+    quiet = scores[~scores["is_anomaly"]]
+    assert quiet["top_features"].isna().all() and quiet["contributions"].isna().all()
+
+
+def test_scoring_writes_the_report_and_logs_it_with_drift_to_mlflow(ward):
+    settings, *_ = ward
+    path = Path(steps.score("vitals", day(4), settings))
+    report = (path.parent / "report.html").read_text()
+    assert "Daily anomaly report: vitals" in report and "data:image/png;base64," in report
+    summary = json.loads((path.parent / "summary.json").read_text())
+    assert set(summary["drift"]["feature_psi"]) == set(FEATURES)
+    client = tracking.connect(settings)
+    experiment = client.get_experiment_by_name("tsad-vitals-scoring")
+    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert "report.html" in {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert run.data.metrics["score_psi"] == pytest.approx(summary["drift"]["score_psi"])
+    assert {f"psi.{name}" for name in FEATURES} <= set(run.data.metrics)
+    assert steps.drift_status(str(path))["drifted"] == summary["drift"]["drifted"]
+
+
+def test_a_shifted_day_is_marked_drifted(ward):
+    settings, *_ = ward
+    shifted_day = day(6)
+    frame = pd.read_parquet(landing_file(settings, day(4)))
+    frame["timestamp"] += pd.Timedelta(days=2)
+    frame["heart_rate"] += 40.0
+    target = landing_file(settings, shifted_day)
+    target.parent.mkdir(parents=True)
+    frame.to_parquet(target, index=False)
+    status = steps.drift_status(steps.score("vitals", shifted_day, settings))
+    assert status["drifted"] and status["drifted_features"][0] == "heart_rate"
+    report = (settings.partition("scores", "vitals", shifted_day) / "report.html").read_text()
+    assert "Drift beyond PSI 0.25" in report and "heart_rate" in report

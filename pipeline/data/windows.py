@@ -259,3 +259,31 @@ class PointScores:
         if np.any(uncovered):
             raise ValueError(f"{int(uncovered.sum())} time steps are covered by no window")
         return self._total / self._count
+
+
+class PointFeatureScores:
+    """:class:`PointScores` with a feature axis: per-step, per-feature window errors onto rows.
+
+    ``add(starts, errors)`` takes ``errors[i, t, f]``; :meth:`result` gives each row and
+    feature the mean over the windows covering the row. One ``bincount`` per chunk over the
+    flattened (row, feature) index; memory is one array of ``n_rows x n_features``.
+    """
+
+    def __init__(self, n_rows: int, n_features: int) -> None:
+        self._total = np.zeros(n_rows * n_features, dtype=np.float64)
+        self._count = np.zeros(n_rows, dtype=np.float64)
+        self._shape = (n_rows, n_features)
+
+    def add(self, starts: np.ndarray, window_errors: np.ndarray) -> None:
+        errors = np.asarray(window_errors, dtype=np.float64)
+        n_rows, n_features = self._shape
+        positions = (np.asarray(starts)[:, None] + np.arange(errors.shape[1])).ravel()
+        cells = (positions[:, None] * n_features + np.arange(n_features)).ravel()
+        self._total += np.bincount(cells, weights=errors.ravel(), minlength=n_rows * n_features)
+        self._count += np.bincount(positions, minlength=n_rows)
+
+    def result(self) -> np.ndarray:
+        if np.any(self._count == 0):
+            uncovered = int((self._count == 0).sum())
+            raise ValueError(f"{uncovered} time steps are covered by no window")
+        return self._total.reshape(self._shape) / self._count[:, None]

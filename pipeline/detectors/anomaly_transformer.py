@@ -240,3 +240,14 @@ class AnomalyTransformer(TorchDetector):
         error = (reconstruction - windows).pow(2).mean(dim=-1)
         discrepancy = association_discrepancy(priors, series)
         return torch.softmax(-discrepancy / self.config.temperature, dim=-1) * error
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Each feature's squared error weighted by its step's association weight.
+
+        The weight ``softmax(-AssDis / temperature)`` belongs to the step, so the features are
+        ranked by reconstruction error alone while their mean stays the detector's score.
+        """
+        reconstruction, series, priors = module(windows)
+        discrepancy = association_discrepancy(priors, series)
+        weights = torch.softmax(-discrepancy / self.config.temperature, dim=-1)
+        return weights[..., None] * (reconstruction - windows).pow(2)

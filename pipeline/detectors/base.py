@@ -2,7 +2,8 @@
 
 A detector stores validated hyper-parameters in ``__init__`` and nothing else; ``fit`` learns
 from unlabeled training segments and returns ``self``; ``score`` returns one raw score per time
-step (higher is more anomalous). Persistence is a directory holding ``config.json`` plus the
+step (higher is more anomalous); ``score_features`` splits that into one score per feature, which
+is what an alarm's explanation ranks. Persistence is a directory holding ``config.json`` plus the
 detector's own weight files: no pickled objects. Thresholds live in ``pipeline.calibration``.
 """
 
@@ -66,6 +67,25 @@ class Detector(ABC):
     def score(self, x: Segments) -> np.ndarray:
         """One raw anomaly score per row of ``x`` (higher = more anomalous)."""
 
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Per-feature anomaly scores, shape (rows, features): what attribution ranks.
+
+        This default serves detectors whose score does not split over features (Isolation
+        Forest, One-Class SVM): *occlusion*. A feature's score at a step is how much the
+        detector's score drops when that feature is replaced by its training mean, clipped at
+        zero. Inputs reach detectors standardised on the training data, so the training mean is
+        0. Cost: ``features + 1`` full scoring passes. Detectors whose score is a mean or sum of
+        per-feature errors override this with those errors, in one pass.
+        """
+        full = self.score(x)
+        occluded = x.values.copy()
+        contributions = np.empty((x.n_rows, x.n_features))
+        for feature in range(x.n_features):
+            occluded[:, feature] = 0.0
+            contributions[:, feature] = full - self.score(Segments(occluded, x.bounds))
+            occluded[:, feature] = x.values[:, feature]
+        return np.maximum(contributions, 0.0)
+
     @abstractmethod
     def _save_state(self, directory: Path) -> dict:
         """Write fitted state to files in ``directory``; return small JSON-able state."""
@@ -90,13 +110,19 @@ class Detector(ABC):
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        """Load a detector saved by :meth:`save` (weights are read without unpickling)."""
+    def load(cls, directory: str | Path, device: str | None = None) -> Self:
+        """Load a detector saved by :meth:`save` (weights are read without unpickling).
+
+        ``device`` overrides the saved device setting where the detector has one.
+        """
         path = Path(directory)
         meta = json.loads((path / "config.json").read_text())
         if meta["detector"] != cls.name:
             raise ValueError(f"{path} holds a {meta['detector']!r} detector, not {cls.name!r}")
-        detector = cls(**meta["config"])
+        config = meta["config"]
+        if device is not None and "device" in config:
+            config["device"] = device
+        detector = cls(**config)
         detector.n_features_ = int(meta["n_features"])
         detector._load_state(path, meta["state"])
         return detector

@@ -10,12 +10,18 @@ a small dataclass, and scores with numpy from those arrays alone. So persistence
 ``.npz`` file read with ``allow_pickle=False``, and a loaded detector runs the very same
 arithmetic as the fitted one: scores round-trip exactly. The tests check each array model
 against scikit-learn's own scoring.
+
+Attribution: PCA's score is the mean of per-feature squared residuals, which
+``score_features`` returns. Isolation Forest and One-Class SVM have no per-feature form; they
+use the base class's occlusion (score drop with a feature at its training mean), at the cost
+of ``features + 1`` scoring passes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -27,6 +33,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import OneClassSVM
 
 from pipeline.data.windows import (
+    PointFeatureScores,
     PointScores,
     Segments,
     pad_short_segments,
@@ -88,16 +95,28 @@ class ClassicalDetector(Detector):
         return self
 
     def score(self, x: Segments) -> np.ndarray:
+        return self._map_windows(x, self._window_scores, lambda rows, _: PointScores(rows))
+
+    def _map_windows(
+        self,
+        x: Segments,
+        window_scores: Callable[[np.ndarray], np.ndarray],
+        accumulator: Callable[[int, int], PointScores | PointFeatureScores],
+    ) -> np.ndarray:
+        """Apply ``window_scores`` to every window in bounded chunks; map onto rows.
+
+        ``accumulator(rows, features)`` collects the chunks' scores onto time steps.
+        """
         self._check_fitted()
         self._check_features(x)
         window = self.config.window
         padded, keep = pad_short_segments(x, window)
         starts = window_starts(padded.bounds, window)
         windows = sliding_windows(padded.values, window)
-        points = PointScores(padded.n_rows)
+        points = accumulator(padded.n_rows, padded.n_features)
         for begin in range(0, len(starts), self.config.score_batch_size):
             chunk = starts[begin : begin + self.config.score_batch_size]
-            points.add(chunk, self._window_scores(windows[chunk]))
+            points.add(chunk, window_scores(windows[chunk]))
         return points.result()[keep]
 
     def _save_state(self, directory: Path) -> dict:
@@ -153,8 +172,15 @@ class PCA(ClassicalDetector):
         return PCAModel(mean=pca.mean_, components=pca.components_)
 
     def _window_scores(self, windows: np.ndarray) -> np.ndarray:
+        return self._window_feature_residuals(windows).mean(axis=-1)
+
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Each feature's squared residual from the principal subspace; their mean is the score."""
+        return self._map_windows(x, self._window_feature_residuals, PointFeatureScores)
+
+    def _window_feature_residuals(self, windows: np.ndarray) -> np.ndarray:
         residuals = self.model_.squared_residuals(windows.reshape(len(windows), -1))
-        return residuals.reshape(windows.shape).mean(axis=-1)
+        return residuals.reshape(windows.shape)
 
 
 # --- Isolation Forest ---------------------------------------------------------------------

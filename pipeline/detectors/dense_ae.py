@@ -75,3 +75,7 @@ class DenseAE(TorchDetector):
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         reconstruction, _ = module(windows)
         return (reconstruction.float() - windows).pow(2).mean(dim=-1)
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        reconstruction, _ = module(windows)
+        return (reconstruction.float() - windows).pow(2)

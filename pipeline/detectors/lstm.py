@@ -14,6 +14,7 @@ exactly once, from the window that ends at it, where the history is complete.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,6 +62,9 @@ class LSTMAE(TorchDetector):
 
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return (module(windows).float() - windows).pow(2).mean(dim=-1)
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        return (module(windows).float() - windows).pow(2)
 
 
 class LSTMForecastConfig(LSTMConfig):
@@ -118,11 +122,32 @@ class LSTMForecast(TorchDetector):
         forecast = module(windows[:, :-1])[:, -1].float()
         return (forecast - windows[:, -1]).pow(2).mean(dim=-1, keepdim=True)
 
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Squared error of each feature's forecast of the last step, shape (batch, 1, features)."""
+        forecast = module(windows[:, :-1])[:, -1:].float()
+        return (forecast - windows[:, -1:]).pow(2)
+
     def score(self, x: Segments) -> np.ndarray:
         """Forecast error of every row, each from the ``window - 1`` rows before it.
 
         Rows with less history in their segment are forecast from a history padded with the
         segment's first row (:func:`pad_history`); no row is dropped.
+        """
+        return self._forecast_errors(x, self.window_errors, ())
+
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Per-feature forecast error of every row, from the same windows as :meth:`score`."""
+        return self._forecast_errors(x, self.window_feature_errors, (x.n_features,))
+
+    def _forecast_errors(
+        self,
+        x: Segments,
+        window_errors: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        shape: tuple[int, ...],
+    ) -> np.ndarray:
+        """The last step of ``window_errors`` of the window ending at each row.
+
+        ``shape`` is that last step's shape: ``()`` for the score, ``(features,)`` per feature.
         """
         self._check_fitted()
         self._check_features(x)
@@ -131,10 +156,10 @@ class LSTMForecast(TorchDetector):
         module = self.module_.to(device).eval()
         padded, keep = pad_history(x, config.window - 1)
         source = WindowSource(padded, config.window, 1, device)
-        scores = np.full(padded.n_rows, np.nan)
+        errors = np.full((padded.n_rows, *shape), np.nan)
         with torch.inference_mode(), autocast(device):
             for begin in range(0, len(source), config.score_batch_size):
                 starts = source.starts[begin : begin + config.score_batch_size]
-                errors = self.window_errors(module, source.batch(starts))[:, 0]
-                scores[starts.cpu().numpy() + config.window - 1] = errors.float().cpu().numpy()
-        return scores[keep]
+                batch = window_errors(module, source.batch(starts))[:, -1]
+                errors[starts.cpu().numpy() + config.window - 1] = batch.float().cpu().numpy()
+        return errors[keep]

@@ -66,11 +66,14 @@ class MaskedTransformerEncoder(TransformerAutoencoder):
 
     def masked_errors(self, windows: torch.Tensor) -> torch.Tensor:
         """Per-step squared error with every step restored under one of the score masks."""
-        errors = torch.zeros(windows.shape[:2], device=windows.device)
+        return self.masked_feature_errors(windows).mean(dim=-1)
+
+    def masked_feature_errors(self, windows: torch.Tensor) -> torch.Tensor:
+        """Per-step, per-feature squared error, every step restored under one score mask."""
+        errors = torch.zeros(windows.shape, device=windows.device)
         for mask in self.score_masks:
             restored = self(windows, mask[None]).float()
-            step_error = (restored - windows).pow(2).mean(dim=-1)
-            errors = torch.where(mask, step_error, errors)
+            errors = torch.where(mask[:, None], (restored - windows).pow(2), errors)
         return errors
 
 
@@ -106,3 +109,6 @@ class MaskedTransformer(TorchDetector):
 
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return module.masked_errors(windows)
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        return module.masked_feature_errors(windows)

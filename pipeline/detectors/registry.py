@@ -51,7 +51,11 @@ def supported_params(name: str, candidates: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in candidates.items() if key in fields}
 
 
-def load_detector(directory: str | Path) -> Detector:
-    """Load any saved detector, dispatching on the name recorded in its ``config.json``."""
+def load_detector(directory: str | Path, device: str | None = None) -> Detector:
+    """Load any saved detector, dispatching on the name recorded in its ``config.json``.
+
+    ``device`` (``auto|cpu|cuda``) replaces the device a torch detector was trained on: a model
+    fitted on a GPU worker must score on CPU workers too. Detectors without a device ignore it.
+    """
     meta = json.loads((Path(directory) / "config.json").read_text())
-    return detector_class(meta["detector"]).load(directory)
+    return detector_class(meta["detector"]).load(directory, device=device)

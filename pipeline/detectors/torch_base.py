@@ -1,14 +1,16 @@
 """Shared machinery of the window-based torch detectors.
 
-A subclass provides three things: the module it trains, the loss of a batch of windows, and the
-per-step error of a batch of windows. Everything else (training loop, device, windows as views,
-chunked scoring under ``inference_mode``, mapping window errors to time steps, persistence of
-weights without pickle) lives here once.
+A subclass provides four things: the module it trains, the loss of a batch of windows, and the
+per-step error of a batch of windows, in total and per feature (what explains an alarm).
+Everything else (training loop, device, windows as views, chunked scoring under
+``inference_mode``, mapping window errors to time steps, persistence of weights without pickle)
+lives here once.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -17,7 +19,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pipeline.data.windows import PointScores, Segments, pad_short_segments
+from pipeline.data.windows import (
+    PointFeatureScores,
+    PointScores,
+    Segments,
+    pad_short_segments,
+)
 from pipeline.detectors.base import Detector, DetectorConfig
 from pipeline.detectors.trainer import Trainer, WindowSource, autocast, resolve_device
 
@@ -61,6 +68,15 @@ class TorchDetector(Detector):
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Per-step anomaly score of each window, shape (batch, window)."""
 
+    @abstractmethod
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Per-step, per-feature error of each window, shape (batch, window, features).
+
+        Where the score is an error, its mean over features is :meth:`window_errors`, so the
+        attribution of an alarm explains exactly the score that raised it; a detector whose
+        score is not a plain error (the VAE's likelihood) says what it ranks instead.
+        """
+
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (0-based); epoch-dependent schedules override it."""
 
@@ -103,6 +119,22 @@ class TorchDetector(Detector):
 
     def score(self, x: Segments) -> np.ndarray:
         """Score every row: windows in bounded chunks, errors averaged onto time steps."""
+        return self._map_windows(x, self.window_errors, lambda rows, _: PointScores(rows))
+
+    def score_features(self, x: Segments) -> np.ndarray:
+        """Per-feature errors of every row, from the same windows as :meth:`score`."""
+        return self._map_windows(x, self.window_feature_errors, PointFeatureScores)
+
+    def _map_windows(
+        self,
+        x: Segments,
+        window_errors: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        accumulator: Callable[[int, int], PointScores | PointFeatureScores],
+    ) -> np.ndarray:
+        """Apply ``window_errors`` to every scored window in bounded chunks; map onto rows.
+
+        ``accumulator(rows, features)`` collects the chunks' errors onto time steps.
+        """
         self._check_fitted()
         self._check_features(x)
         config = self.config
@@ -111,11 +143,11 @@ class TorchDetector(Detector):
         padded, keep = pad_short_segments(x, config.window)
         stride = config.score_stride or max(1, config.window // 4)
         source = WindowSource(padded, config.window, stride, device)
-        points = PointScores(padded.n_rows)
+        points = accumulator(padded.n_rows, padded.n_features)
         with torch.inference_mode(), autocast(device):
             for begin in range(0, len(source), config.score_batch_size):
                 starts = source.starts[begin : begin + config.score_batch_size]
-                errors = self.window_errors(module, source.batch(starts))
+                errors = window_errors(module, source.batch(starts))
                 points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
         return points.result()[keep]
 

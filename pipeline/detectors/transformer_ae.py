@@ -78,3 +78,6 @@ class TransformerAE(TorchDetector):
 
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return (module(windows).float() - windows).pow(2).mean(dim=-1)
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        return (module(windows).float() - windows).pow(2)

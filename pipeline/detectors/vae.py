@@ -63,14 +63,27 @@ class VariationalAutoencoder(nn.Module):
         Returns the NLL of every value for every draw, shape (samples, batch, window,
         features), and KL(q(z|x) || N(0, I)) per window, shape (batch,).
         """
-        mu, logvar = self.encoder(windows.flatten(1)).float().chunk(2, dim=-1)
-        z = mu + (0.5 * logvar).exp() * draws
-        mean, out_logvar = self.decoder(z).float().chunk(2, dim=-1)
-        out_logvar = out_logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+        mu, logvar, mean, out_logvar = self.decode(windows, draws)
         target = windows.flatten(1).float()
         nll = 0.5 * (out_logvar + (target - mean).pow(2) / out_logvar.exp() + math.log(2 * math.pi))
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=-1)
         return nll.unflatten(-1, windows.shape[1:]), kl
+
+    def decode(
+        self, windows: torch.Tensor, draws: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latent mean and log-variance, then the decoder's mean and log-variance per value
+        (flattened) for every draw."""
+        mu, logvar = self.encoder(windows.flatten(1)).float().chunk(2, dim=-1)
+        z = mu + (0.5 * logvar).exp() * draws
+        mean, out_logvar = self.decoder(z).float().chunk(2, dim=-1)
+        return mu, logvar, mean, out_logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+
+    def reconstruction_errors(self, windows: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Squared error of the decoder's mean per value, averaged over the draws."""
+        _, _, mean, _ = self.decode(windows, draws)
+        error = (windows.flatten(1).float() - mean).pow(2).mean(dim=0)
+        return error.unflatten(-1, windows.shape[1:])
 
 
 class VAE(TorchDetector):
@@ -98,3 +111,12 @@ class VAE(TorchDetector):
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         nll, _ = module(windows, module.fixed_draws[:, None, :])
         return nll.mean(dim=0).sum(dim=-1)
+
+    def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Each value's squared reconstruction error (decoder mean), averaged over the draws.
+
+        Not the per-value likelihood the score sums: its learned-variance term ranks the
+        noisiest features first whatever happened, and on SMD it matched the interpretation
+        labels far worse (machine-1-6, HitRate@100%: 0.39 against 0.70).
+        """
+        return module.reconstruction_errors(windows, module.fixed_draws[:, None, :])

@@ -65,3 +65,10 @@ def test_parsing_imports_no_heavy_library():
     )
     loaded = [line for line in result.stdout.splitlines() if line.startswith("HEAVY=")]
     assert loaded == ["HEAVY="], result.stdout
+
+
+def test_scoring_signals_drift_on_an_asset(dagbag):
+    score = dagbag.dags["tsad_score"]
+    signal = score.get_task("signal_drift")
+    assert [outlet.name for outlet in signal.outlets] == ["tsad_drift"]
+    assert signal.upstream_task_ids == {"score"}

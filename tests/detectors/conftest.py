@@ -74,3 +74,14 @@ def ragged_segments() -> Segments:
     """Segments of awkward lengths: long, shorter than any window, a single row, medium."""
     values = normal_series(400, np.random.default_rng(2))
     return Segments(values, np.array([0, 250, 255, 256, 400]))
+
+
+@pytest.fixture(scope="session")
+def single_feature_faults() -> tuple[Segments, dict[int, int]]:
+    """A normal series with one feature spiked at a few steps: (segments, {step: feature})."""
+    rng = np.random.default_rng(5)
+    values = normal_series(600, rng)
+    faults = {step: int(rng.integers(N_FEATURES)) for step in range(60, 560, 50)}
+    for step, feature in faults.items():
+        values[step, feature] += 4.0
+    return Segments.single(values), faults

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from pipeline.detectors.classical import (
 from pipeline.detectors.dense_ae import DenseAE
 from pipeline.detectors.lstm import LSTMForecast, pad_history
 from pipeline.detectors.masked_transformer import MaskedTransformer, partition_masks
+from pipeline.detectors.registry import load_detector
 from pipeline.detectors.vae import VAE
 
 RNG = np.random.default_rng(0)
@@ -178,3 +180,22 @@ def test_classical_state_is_plain_arrays(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "model.npz"]
     with np.load(tmp_path / "model.npz", allow_pickle=False) as arrays:
         assert all(arrays[key].dtype != object for key in arrays.files)
+
+
+# --- loading on another device -------------------------------------------------------------
+
+
+def test_model_saved_for_cuda_scores_on_cpu_when_loaded_with_that_device(tmp_path: Path) -> None:
+    detector = DenseAE(window=8, epochs=1, hidden=[16], code_size=4, device="cpu")
+    detector.fit(Segments.single(ROWS))
+    saved = detector.save(tmp_path / "dense_ae")
+    config_file = saved / "config.json"
+    meta = json.loads(config_file.read_text())
+    meta["config"]["device"] = "cuda"  # as written by a GPU training worker
+    config_file.write_text(json.dumps(meta))
+
+    loaded = load_detector(saved, device="cpu")
+    assert loaded.config.device == "cpu"
+    np.testing.assert_array_equal(
+        loaded.score(Segments.single(ROWS)), detector.score(Segments.single(ROWS))
+    )

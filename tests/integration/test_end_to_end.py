@@ -3,7 +3,10 @@ registry and the outputs are checked as a user would check them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import sqlite3
 
 import pandas as pd
 import pytest
@@ -17,6 +20,7 @@ pytestmark = pytest.mark.slow
 CONFIG = RunConfig.load("vitals")
 SCORED = [CONFIG.test.end + dt.timedelta(days=1), CONFIG.test.end + dt.timedelta(days=2)]
 BROKEN = SCORED[-1] + dt.timedelta(days=1)
+DRIFTED = BROKEN + dt.timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
         for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
             patch.delenv(variable, raising=False)
         settings = Settings.from_env()
-        days = (BROKEN - CONFIG.train.start).days + 1
+        days = (DRIFTED - CONFIG.train.start).days + 1
         steps.generate(
             start=CONFIG.train.start,
             days=days,
@@ -36,10 +40,14 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
         )
         broken = settings.partition("landing", "vitals", BROKEN) / "part-0.parquet"
         pd.read_parquet(broken).drop(columns=["heart_rate"]).to_parquet(broken, index=False)
+        drifted = settings.partition("landing", "vitals", DRIFTED) / "part-0.parquet"
+        shifted = pd.read_parquet(drifted)
+        shifted["heart_rate"] += 40.0  # a recalibrated monitor: plausible values, new level
+        shifted.to_parquet(drifted, index=False)
         init_airflow(settings)
         parse_dags(settings)
         states = {"train": run_dag("tsad_train", settings, conf={"epochs": 3})}
-        for day in [*SCORED, BROKEN]:
+        for day in [*SCORED, BROKEN, DRIFTED]:
             run_date = (day + dt.timedelta(days=1)).isoformat()
             states[day] = run_dag("tsad_score", settings, logical_date=run_date)
         yield settings, states
@@ -77,3 +85,34 @@ def test_a_broken_day_is_quarantined_while_others_score(pipeline_run):
     quarantine = settings.partition("quarantine", "vitals", BROKEN)
     assert (quarantine / "validation_report.json").is_file()
     assert not settings.partition("scores", "vitals", BROKEN).exists()
+
+
+def drift_events(settings: Settings) -> list[dict]:
+    """The extras of every event on the ``tsad_drift`` Asset, from Airflow's database."""
+    database = settings.home / "airflow" / "airflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        rows = connection.execute(
+            "SELECT asset_event.extra FROM asset_event JOIN asset "
+            "ON asset.id = asset_event.asset_id WHERE asset.name = 'tsad_drift'"
+        ).fetchall()
+    return [json.loads(extra) for (extra,) in rows]
+
+
+def test_each_day_has_a_report_and_only_a_drifted_day_triggers_retraining(pipeline_run):
+    settings, states = pipeline_run
+    assert states[DRIFTED] == "success"
+    for day in [*SCORED, DRIFTED]:
+        report = settings.partition("scores", "vitals", day) / "report.html"
+        assert f"Daily anomaly report: vitals {day}" in report.read_text()
+    drifted_days = {
+        day.isoformat()
+        for day in [*SCORED, DRIFTED]
+        if json.loads((settings.partition("scores", "vitals", day) / "summary.json").read_text())[
+            "drift"
+        ]["drifted"]
+    }
+    assert DRIFTED.isoformat() in drifted_days
+    events = drift_events(settings)
+    assert {event["date"] for event in events} == drifted_days
+    shifted = next(event for event in events if event["date"] == DRIFTED.isoformat())
+    assert shifted["dataset"] == "vitals" and "heart_rate" in shifted["drifted_features"]

@@ -1,0 +1,194 @@
+"""Drift of a scored day against what the model was trained for.
+
+At training time a :class:`ReferenceProfile` is stored in the model bundle: per-feature decile
+bins of the training values and the share of training rows in each, the same for the reference
+scores, and the reference anomaly rate at the calibrated threshold. Each scoring run compares its
+day with it by the population stability index (PSI) per feature and of the scores
+(:func:`drift`).
+
+PSI = sum over bins of (day share - reference share) x ln(day share / reference share). The
+usual reading: below 0.1 stable, 0.1 to 0.25 a moderate shift, above 0.25 a shift worth acting on
+(the default level of ``monitoring.drift_level`` in a dataset spec).
+
+The reference scores are those of the validation days (out of sample, the rows the threshold
+was calibrated on), not of the training days: a model scores its own training rows lower than
+any new day, so a training-score reference would flag every day as drifted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DECILES = 10
+# Floor for an empty bin's share, so PSI stays finite when a day leaves a bin empty.
+_MIN_SHARE = 1e-4
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Interior bin edges and the reference share of values in each of the ``len(edges) + 1``
+    bins. Bins are closed on the right: a value equal to an edge falls in the bin below it."""
+
+    edges: np.ndarray
+    shares: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray, bins: int = DECILES) -> Histogram:
+        """Quantile bins of ``values``; ties merge bins, so a discrete feature gets one bin per
+        value and no reference bin is empty."""
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if len(finite) == 0:
+            raise ValueError("no finite values to build a reference histogram from")
+        cuts = np.linspace(0, 1, bins + 1)[1:-1]
+        edges = np.unique(np.quantile(finite, cuts, method="inverted_cdf"))
+        edges = edges[edges < finite.max()]
+        return cls(edges, bin_shares(finite, edges))
+
+    def psi(self, values: np.ndarray) -> float:
+        """Population stability index of ``values`` against this reference."""
+        actual = np.maximum(bin_shares(values, self.edges), _MIN_SHARE)
+        expected = np.maximum(self.shares, _MIN_SHARE)
+        return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+    def to_dict(self) -> dict:
+        return {"edges": self.edges.tolist(), "shares": self.shares.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Histogram:
+        return cls(np.asarray(data["edges"], dtype=np.float64), np.asarray(data["shares"]))
+
+
+def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of the finite ``values`` in each bin cut at ``edges``."""
+    data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    if len(data) == 0:
+        return np.zeros(len(edges) + 1)
+    counts = np.bincount(np.searchsorted(edges, data, side="left"), minlength=len(edges) + 1)
+    return counts / len(data)
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What the training data and the reference scores looked like (stored as JSON)."""
+
+    features: tuple[str, ...]
+    feature_histograms: tuple[Histogram, ...]
+    score_histogram: Histogram
+    anomaly_rate: float
+
+    @classmethod
+    def build(
+        cls,
+        features: tuple[str, ...] | list[str],
+        training_values: np.ndarray,
+        reference_scores: np.ndarray,
+        threshold: float,
+    ) -> ReferenceProfile:
+        """Profile scaled training values (rows, features) and out-of-sample reference scores."""
+        values = np.asarray(training_values)
+        if values.ndim != 2 or values.shape[1] != len(features):
+            raise ValueError(
+                f"training values of shape {values.shape} do not match {len(features)} features"
+            )
+        scores = np.asarray(reference_scores, dtype=np.float64)
+        return cls(
+            features=tuple(features),
+            feature_histograms=tuple(Histogram.of(column) for column in values.T),
+            score_histogram=Histogram.of(scores),
+            anomaly_rate=float(np.mean(scores >= threshold)),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "features": list(self.features),
+            "feature_histograms": [hist.to_dict() for hist in self.feature_histograms],
+            "score_histogram": self.score_histogram.to_dict(),
+            "anomaly_rate": self.anomaly_rate,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ReferenceProfile:
+        return cls(
+            features=tuple(data["features"]),
+            feature_histograms=tuple(Histogram.from_dict(h) for h in data["feature_histograms"]),
+            score_histogram=Histogram.from_dict(data["score_histogram"]),
+            anomaly_rate=float(data["anomaly_rate"]),
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ReferenceProfile:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """A day's drift indicators and whether any passed the configured level."""
+
+    feature_psi: dict[str, float]
+    score_psi: float
+    anomaly_rate: float
+    reference_anomaly_rate: float
+    level: float
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Features whose PSI passed the level, most drifted first."""
+        over = [name for name, value in self.feature_psi.items() if value > self.level]
+        return sorted(over, key=self.feature_psi.__getitem__, reverse=True)
+
+    @property
+    def scores_drifted(self) -> bool:
+        return self.score_psi > self.level
+
+    @property
+    def drifted(self) -> bool:
+        return self.scores_drifted or bool(self.drifted_features)
+
+    def to_dict(self) -> dict:
+        return {
+            "drifted": self.drifted,
+            "level": self.level,
+            "drifted_features": self.drifted_features,
+            "score_psi": self.score_psi,
+            "feature_psi": self.feature_psi,
+            "anomaly_rate": self.anomaly_rate,
+            "reference_anomaly_rate": self.reference_anomaly_rate,
+        }
+
+
+def drift(
+    profile: ReferenceProfile,
+    scaled_values: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    level: float,
+) -> DriftReport:
+    """PSI of each feature and of the scores of one day against the reference profile."""
+    values = np.asarray(scaled_values)
+    if values.ndim != 2 or values.shape[1] != len(profile.features):
+        raise ValueError(
+            f"day values of shape {values.shape} do not match the profile's "
+            f"{len(profile.features)} features"
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    return DriftReport(
+        feature_psi={
+            name: hist.psi(column)
+            for name, hist, column in zip(
+                profile.features, profile.feature_histograms, values.T, strict=True
+            )
+        },
+        score_psi=profile.score_histogram.psi(scores),
+        anomaly_rate=float(np.mean(scores >= threshold)) if len(scores) else 0.0,
+        reference_anomaly_rate=profile.anomaly_rate,
+        level=level,
+    )

@@ -1,0 +1,239 @@
+"""The daily report: one static HTML page per scored day, readable without a server.
+
+It answers what a ward nurse or an analyst asks of a day: how many alarms against what the model
+was calibrated to expect, which entities spent the longest in alarm, what drove those alarms
+(each one's top features), whether the data still looks like the training data (drift), and
+which model version and threshold produced it. Plots are matplotlib PNGs embedded as base64
+``data:`` URIs, so the single file can be mailed, archived or opened from MLflow as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from pipeline import evaluation
+from pipeline.config import ENTITY, TIMESTAMP
+from pipeline.monitoring import DriftReport
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FEATURES_PLOTTED = 3
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.alert { background: #fde8e8; border-left: 6px solid #c62828; padding: 0.6em 1em; }
+.ok { background: #e8f5e9; border-left: 6px solid #2e7d32; padding: 0.6em 1em; }
+tr.over td { color: #c62828; font-weight: 600; }
+img { max-width: 100%; }
+"""
+
+
+@dataclass(frozen=True)
+class DailyReport:
+    """Everything one day's report shows.
+
+    ``scores`` is the scoring output (``timestamp``, ``entity``, ``score``, ``is_anomaly``,
+    ``top_features``, ...); ``standardised`` holds the same rows' feature values as z-scores
+    against the training data (``timestamp``, ``entity``, one column per feature).
+    """
+
+    dataset: str
+    date: str
+    model_name: str
+    model_version: str
+    threshold: float
+    step: dt.timedelta
+    scores: pd.DataFrame
+    standardised: pd.DataFrame
+    drift: DriftReport | None
+    entities_plotted: int = 3
+
+
+def entity_ranking(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
+    """Entities by time spent in alarm (then peak score), with their most frequent top features.
+
+    Columns: ``entity``, ``alarm_minutes``, ``alarm_share``, ``peak_score``, ``top_features``
+    (comma-separated, the features most often named by the entity's alarms).
+    """
+    minutes = pd.Timedelta(step).total_seconds() / 60
+    rows = []
+    for entity, group in scores.groupby(ENTITY, sort=False):
+        alarms = group[group["is_anomaly"]]
+        counts = Counter(name for names in alarms["top_features"] for name in names)
+        rows.append(
+            {
+                ENTITY: entity,
+                "alarm_minutes": len(alarms) * minutes,
+                "alarm_share": len(alarms) / len(group),
+                "peak_score": float(group["score"].max()),
+                "top_features": ", ".join(name for name, _ in counts.most_common(FEATURES_PLOTTED)),
+            }
+        )
+    ranking = pd.DataFrame(
+        rows, columns=[ENTITY, "alarm_minutes", "alarm_share", "peak_score", "top_features"]
+    )
+    return ranking.sort_values(["alarm_minutes", "peak_score"], ascending=False, ignore_index=True)
+
+
+def plot_entity(
+    scores: pd.DataFrame,
+    standardised: pd.DataFrame,
+    features: list[str],
+    threshold: float,
+    title: str,
+) -> Figure:
+    """Score with threshold and alarms (top), the named features' z-scores (bottom), shared time."""
+    from matplotlib.figure import Figure  # imported when a report is drawn, not at import
+
+    fig = Figure(figsize=(12.0, 5.5), layout="constrained")
+    score_ax, feature_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1])
+    times = scores[TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    alarms = scores["is_anomaly"].to_numpy()
+    score_ax.plot(times, scores["score"].to_numpy(), lw=0.8, color="tab:blue", label="score")
+    score_ax.axhline(
+        threshold, color="tab:red", ls="--", lw=1.0, label=f"threshold {threshold:.4g}"
+    )
+    score_ax.scatter(
+        times[alarms],
+        scores["score"].to_numpy()[alarms],
+        s=8,
+        color="tab:red",
+        label="alarm",
+        zorder=3,
+    )
+    score_ax.set(title=title, ylabel="anomaly score")
+    score_ax.legend(loc="upper right")
+    for feature in features:
+        feature_ax.plot(times, standardised[feature].to_numpy(), lw=0.8, label=feature)
+    starts, stops = evaluation.segments(alarms)
+    for ax in (score_ax, feature_ax):
+        for start, stop in zip(starts, stops, strict=True):
+            ax.axvspan(times[start], times[stop - 1], color="tab:red", alpha=0.12, lw=0)
+    feature_ax.set(xlabel="time (UTC)", ylabel="z-score vs training")
+    if features:
+        feature_ax.legend(loc="upper right")
+    return fig
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _table(frame: pd.DataFrame, over: pd.Series | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(column))}</th>" for column in frame.columns)
+    body = []
+    for index, row in enumerate(frame.itertuples(index=False)):
+        cells = "".join(
+            f'<td class="num">{value:.4g}</td>'
+            if isinstance(value, float | np.floating)
+            else f"<td>{html.escape(str(value))}</td>"
+            for value in row
+        )
+        marked = over is not None and bool(over.iloc[index])
+        body.append(f'<tr class="over">{cells}</tr>' if marked else f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _summary(report: DailyReport) -> str:
+    scores = report.scores
+    rate = float(scores["is_anomaly"].mean()) if len(scores) else 0.0
+    reference = "n/a (model has no reference profile)"
+    if report.drift is not None:
+        reference = f"{report.drift.reference_anomaly_rate:.2%}"
+    facts = pd.DataFrame(
+        [
+            ("model", f"{report.model_name} version {report.model_version}"),
+            ("threshold", f"{report.threshold:.6g}"),
+            ("rows scored", f"{len(scores):,}"),
+            ("entities", f"{scores[ENTITY].nunique():,}"),
+            ("alarms", f"{int(scores['is_anomaly'].sum()):,}"),
+            ("anomaly rate today", f"{rate:.2%}"),
+            ("anomaly rate at calibration (reference days)", reference),
+        ],
+        columns=["what", "value"],
+    )
+    return "<h2>Summary</h2>" + _table(facts)
+
+
+def _drift_section(drift: DriftReport | None) -> str:
+    if drift is None:
+        return (
+            "<h2>Drift</h2><p>No reference profile in this model version: drift not measured.</p>"
+        )
+    if drift.drifted:
+        parts = []
+        if drift.drifted_features:
+            parts.append("features " + ", ".join(drift.drifted_features))
+        if drift.scores_drifted:
+            parts.append("the score distribution")
+        banner = (
+            f'<p class="alert"><strong>Drift beyond PSI {drift.level:g}:</strong> '
+            f"{html.escape('; '.join(parts))}. Consider retraining.</p>"
+        )
+    else:
+        banner = f'<p class="ok">No drift beyond PSI {drift.level:g}.</p>'
+    rows = [("score distribution", drift.score_psi), *drift.feature_psi.items()]
+    table = pd.DataFrame(rows, columns=["against the reference", "PSI"])
+    return "<h2>Drift</h2>" + banner + _table(table, table["PSI"] > drift.level)
+
+
+def _entity_sections(report: DailyReport, ranking: pd.DataFrame) -> str:
+    alarmed = ranking[ranking["alarm_minutes"] > 0].head(report.entities_plotted)
+    if alarmed.empty:
+        return "<h2>Top entities</h2><p>No alarms today.</p>"
+    values = report.standardised.set_index([ENTITY, TIMESTAMP])
+    parts = ["<h2>Top entities</h2>"]
+    for row in alarmed.itertuples(index=False):
+        entity = getattr(row, ENTITY)
+        scores = report.scores[report.scores[ENTITY] == entity].sort_values(TIMESTAMP)
+        features = [name for name in row.top_features.split(", ") if name][:FEATURES_PLOTTED]
+        day_values = values.loc[entity].reindex(scores[TIMESTAMP])
+        fig = plot_entity(
+            scores,
+            day_values.reset_index(),
+            features,
+            report.threshold,
+            f"{entity}: score and top features",
+        )
+        parts.append(
+            f"<h3>{html.escape(str(entity))}</h3>"
+            f"<p>{row.alarm_minutes:g} minutes in alarm; most often driven by "
+            f"{html.escape(row.top_features)}.</p>"
+            f'<img alt="score and top features of {html.escape(str(entity))}" '
+            f'src="data:image/png;base64,{_png(fig)}">'
+        )
+    return "".join(parts)
+
+
+def render(report: DailyReport) -> str:
+    """The report as one self-contained HTML document."""
+    ranking = entity_ranking(report.scores, report.step)
+    title = f"Daily anomaly report: {report.dataset} {report.date}"
+    shown = ranking.assign(alarm_share=ranking["alarm_share"].map("{:.1%}".format))
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        + _summary(report)
+        + _drift_section(report.drift)
+        + "<h2>Entities ranked by time in alarm</h2>"
+        + _table(shown)
+        + _entity_sections(report, ranking)
+        + "</body></html>\n"
+    )

@@ -1,0 +1,65 @@
+"""Drift indicators: PSI against a stored reference profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.monitoring import Histogram, ReferenceProfile, drift
+
+FEATURES = ("heart_rate", "spo2")
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    rng = np.random.default_rng(0)
+    training = rng.standard_normal((5000, 2))
+    reference_scores = rng.exponential(1.0, 2000)
+    return ReferenceProfile.build(FEATURES, training, reference_scores, threshold=3.0)
+
+
+def test_a_day_like_the_training_data_is_stable(profile) -> None:
+    rng = np.random.default_rng(1)
+    report = drift(profile, rng.standard_normal((1440, 2)), rng.exponential(1.0, 1440), 3.0, 0.25)
+    assert max(report.feature_psi.values()) < 0.1 and report.score_psi < 0.1
+    assert not report.drifted and report.drifted_features == []
+    assert report.reference_anomaly_rate == pytest.approx(np.exp(-3.0), abs=0.02)
+
+
+def test_a_shifted_feature_and_shifted_scores_pass_the_level(profile) -> None:
+    rng = np.random.default_rng(2)
+    day = rng.standard_normal((1440, 2))
+    day[:, 1] += 1.0
+    report = drift(profile, day, rng.exponential(2.0, 1440), 3.0, 0.25)
+    assert report.drifted_features == ["spo2"]
+    assert report.scores_drifted and report.drifted
+    assert report.anomaly_rate > report.reference_anomaly_rate
+    assert report.to_dict()["drifted_features"] == ["spo2"]
+
+
+def test_a_day_outside_every_training_bin_gives_a_finite_large_psi() -> None:
+    histogram = Histogram.of(np.arange(100.0))
+    assert 5.0 < histogram.psi(np.full(50, 1e6)) < np.inf
+
+
+def test_a_discrete_feature_gets_one_bin_per_value() -> None:
+    histogram = Histogram.of(np.repeat([0.0, 1.0, 2.0], [50, 30, 20]))
+    np.testing.assert_allclose(histogram.shares, [0.5, 0.3, 0.2])
+    assert histogram.psi(np.repeat([0.0, 1.0, 2.0], [5, 3, 2])) == pytest.approx(0.0)
+
+
+def test_the_profile_round_trips_through_json(profile, tmp_path) -> None:
+    profile.save(tmp_path / "profile.json")
+    loaded = ReferenceProfile.load(tmp_path / "profile.json")
+    day = np.random.default_rng(3).standard_normal((100, 2))
+    scores = np.linspace(0, 5, 100)
+    assert drift(loaded, day, scores, 3.0, 0.25) == drift(profile, day, scores, 3.0, 0.25)
+
+
+def test_mismatched_shapes_are_named(profile) -> None:
+    with pytest.raises(ValueError, match="do not match the profile's 2 features"):
+        drift(profile, np.zeros((10, 3)), np.zeros(10), 1.0, 0.25)
+    with pytest.raises(ValueError, match="do not match 2 features"):
+        ReferenceProfile.build(FEATURES, np.zeros((10, 3)), np.zeros(10), 1.0)
+    with pytest.raises(ValueError, match="no finite values"):
+        Histogram.of(np.array([np.nan]))
