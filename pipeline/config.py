@@ -18,6 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.detectors.names import DETECTOR_NAMES
+
 TIMESTAMP = "timestamp"
 ENTITY = "entity"
 LABEL = "label"
@@ -204,6 +206,13 @@ class RunConfig(BaseModel):
     @classmethod
     def _safe_dataset(cls, value: str) -> str:
         return validate_name(value)
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        if value not in DETECTOR_NAMES:
+            raise ValueError(f"unknown detector {value!r}: use one of {', '.join(DETECTOR_NAMES)}")
+        return value
 
     @model_validator(mode="after")
     def _splits_disjoint(self) -> RunConfig:

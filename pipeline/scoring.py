@@ -10,7 +10,9 @@ names the features that drive it. The reference profile (training-time statistic
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ SCORE_COLUMNS = [
     "contributions",
 ]
 PROFILE_FILE = "profile.json"
+ENTITIES_FILE = "entities.json"
 _OWN_ROW = "__tsad_own_row"
 
 
@@ -52,6 +55,7 @@ class ModelBundle:
     detector: Detector
     calibration: dict
     profile: ReferenceProfile | None = None
+    entities: frozenset[str] | None = None  # seen in training; None for older bundles
 
     @property
     def threshold(self) -> float:
@@ -63,11 +67,27 @@ class ModelBundle:
         return int(getattr(self.detector.config, "window", 1))
 
     def check_compatible(self, spec: DatasetSpec) -> None:
-        """Refuse to score data whose features differ from the model's."""
+        """Refuse, before scoring, a model that does not fit the dataset's current spec.
+
+        The features must be the same in the same order, and the sampling step the one the
+        model's window was learnt at; the window must fit in one day, since the previous day is
+        all the context a day's scoring reads.
+        """
         if list(self.scaler.features) != spec.feature_names:
             raise ModelMismatchError(
                 f"model expects features {list(self.scaler.features)}, "
                 f"dataset {spec.name!r} has {spec.feature_names}"
+            )
+        if self.spec.step != spec.step:
+            raise ModelMismatchError(
+                f"model was trained on {self.spec.frequency!r} steps, "
+                f"dataset {spec.name!r} now has {spec.frequency!r}: its window spans another time"
+            )
+        steps_per_day = dt.timedelta(days=1) // spec.step
+        if self.window > steps_per_day:
+            raise ModelMismatchError(
+                f"model window of {self.window} steps exceeds the {steps_per_day} steps of a "
+                f"{spec.frequency!r} day that scoring can use as context"
             )
 
     def scaled_segments(self, frame: pd.DataFrame) -> Segments:
@@ -159,6 +179,8 @@ class ModelBundle:
         if self.profile is not None:
             self.profile.save(directory / PROFILE_FILE)
         self.save_spec(self.spec, directory)
+        if self.entities is not None:
+            self.save_entities(self.entities, directory)
         return directory
 
     @staticmethod
@@ -167,6 +189,11 @@ class ModelBundle:
         (directory / "spec.yaml").write_text(
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
         )
+
+    @staticmethod
+    def save_entities(entities: Iterable[str], directory: Path) -> None:
+        """Record the entities seen in training, so scoring can flag the ones it never saw."""
+        (directory / ENTITIES_FILE).write_text(json.dumps(sorted(set(entities)), indent=0))
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
@@ -182,4 +209,9 @@ class ModelBundle:
                 if (directory / PROFILE_FILE).is_file()
                 else None
             ),
+            entities=_load_entities(directory / ENTITIES_FILE),
         )
+
+
+def _load_entities(path: Path) -> frozenset[str] | None:
+    return frozenset(json.loads(path.read_text())) if path.is_file() else None

@@ -35,7 +35,7 @@ from pipeline.config import (
     Settings,
     parse_date,
 )
-from pipeline.data import io
+from pipeline.data import flags, io
 from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
@@ -56,6 +56,10 @@ DAILY_REPORT_FILE = "report.html"
 
 class BatchRejected(RuntimeError):
     """A day's batch failed validation; it was quarantined and nothing downstream may run."""
+
+
+class TrainingDataRejected(ValueError):
+    """Training days that every batch check passed but a model cannot learn from."""
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -110,7 +114,8 @@ def validate(dataset: str, date: str | dt.date, settings: Settings | None = None
         log.warning("%s %s: %s", dataset, day, warning)
     record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
     target = settings.partition("validation", dataset, day) / REPORT_FILE
-    return str(io.write_text_atomic(json.dumps(record, indent=2), target))
+    with io.exclusive_partition(target.parent):
+        return str(io.write_text_atomic(json.dumps(record, indent=2), target))
 
 
 def validate_days(
@@ -201,18 +206,22 @@ def prepare(config: RunConfig, settings: Settings | None = None) -> str:
     """Fit the scaler on training days only and store scaled, gap-aware segments per split."""
     settings = _settings(settings)
     spec = DatasetSpec.load(config.dataset)
+    splits = {
+        name: pd.concat([load_day(settings, spec, day) for day in days.dates()])
+        for name, days in (
+            ("train", config.train),
+            ("validation", config.validation),
+            ("test", config.test),
+        )
+    }
+    _refuse_constant_features(splits["train"], spec)
     run_key = dt.datetime.now(dt.UTC).strftime("%Y%m%dt%H%M%S") + "-" + uuid.uuid4().hex[:6]
     run_dir = settings.run_dir(config.dataset, run_key)
     (run_dir / "prepared").mkdir(parents=True)
     (run_dir / "bundle").mkdir()
     (run_dir / "run.json").write_text(config.model_dump_json(indent=2))
     scaler = None
-    for name, days in (
-        ("train", config.train),
-        ("validation", config.validation),
-        ("test", config.test),
-    ):
-        frame = pd.concat([load_day(settings, spec, day) for day in days.dates()])
+    for name, frame in splits.items():
         segments, ordered = frame_to_segments(frame, spec.feature_names, spec.step)
         if scaler is None:
             scaler = StandardScaler.fit(segments.values, spec.feature_names)
@@ -220,7 +229,24 @@ def prepare(config: RunConfig, settings: Settings | None = None) -> str:
         _save_split(run_dir / "prepared" / f"{name}.npz", scaled, ordered)
     scaler.save(run_dir / "bundle" / "scaler.json")
     ModelBundle.save_spec(spec, run_dir / "bundle")
+    ModelBundle.save_entities(splits["train"][ENTITY].unique(), run_dir / "bundle")
     return str(run_dir)
+
+
+def _refuse_constant_features(train: pd.DataFrame, spec: DatasetSpec) -> None:
+    """A feature without spread over the training days has no normal range to learn.
+
+    Scaled with a unit spread it would turn any later change of a stuck sensor into an alarm
+    of arbitrary size, so training stops and names the feature instead.
+    """
+    spread = train[spec.feature_names].std()
+    constant = [name for name in spec.feature_names if not spread[name] > 0]
+    if constant:
+        values = ", ".join(f"{name}={train[name].iloc[0]:g}" for name in constant)
+        raise TrainingDataRejected(
+            f"{spec.name}: constant over the training days ({values}): a detector cannot learn "
+            "their normal range; fix the source or choose other training days"
+        )
 
 
 def detector_params(config: RunConfig) -> dict:
@@ -505,25 +531,30 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
     model = tracking.load_production_model(settings, dataset)
     model.bundle.check_compatible(spec)
     frame = load_day(settings, spec, day)
-    scores = model.bundle.score_frame(frame, _context(settings, spec, day))
+    context = _context(settings, spec, day)
+    scores = model.bundle.score_frame(frame, context)
     scores["model_name"] = model.name
     scores["model_version"] = model.version
+    notes = flags.row_flags(frame, context, model.bundle.entities, spec.step, model.bundle.window)
+    scores = flags.annotate(scores, notes)
     out = settings.partition("scores", dataset, day)
-    target = io.write_parquet_atomic(scores, out / SCORES_FILE)
-    report_path, day_drift = _report_day(model, spec, day, frame, scores, out)
-    summary = {
-        "dataset": dataset,
-        "date": day.isoformat(),
-        "rows": len(scores),
-        "entities": int(scores[ENTITY].nunique()),
-        "anomalies": int(scores["is_anomaly"].sum()),
-        "anomaly_rate": float(scores["is_anomaly"].mean()),
-        "threshold": model.bundle.threshold,
-        "model_name": model.name,
-        "model_version": model.version,
-        "drift": None if day_drift is None else day_drift.to_dict(),
-    }
-    io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
+    with io.exclusive_partition(out):
+        target = io.write_parquet_atomic(scores, out / SCORES_FILE)
+        report_path, day_drift = _report_day(model, spec, day, frame, scores, out)
+        summary = {
+            "dataset": dataset,
+            "date": day.isoformat(),
+            "rows": len(scores),
+            "entities": int(scores[ENTITY].nunique()),
+            "anomalies": int(scores["is_anomaly"].sum()),
+            "anomaly_rate": float(scores["is_anomaly"].mean()),
+            "threshold": model.bundle.threshold,
+            "model_name": model.name,
+            "model_version": model.version,
+            "flagged_rows": flags.counts(scores[flags.FLAGS]),
+            "drift": None if day_drift is None else day_drift.to_dict(),
+        }
+        io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
     tracking.log_scoring_run(
         settings, dataset, day.isoformat(), model, summary, artifacts=[report_path]
     )

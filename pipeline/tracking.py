@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -42,8 +43,15 @@ class ModelNotFoundError(LookupError):
     """No model version answers to the requested alias."""
 
 
+# MLflow's HTTP client retries a refused connection 7 times with doubling pauses (minutes);
+# :func:`with_retries` owns the backoff, so the client's own retries are kept short by default.
+HTTP_RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+HTTP_RETRIES_DEFAULT = "2"
+
+
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured stores (creating the embedded SQLite directory)."""
+    os.environ.setdefault(HTTP_RETRIES_VARIABLE, HTTP_RETRIES_DEFAULT)
     if settings.tracking_uri.startswith("sqlite:///"):
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
@@ -59,8 +67,12 @@ def with_retries(call: Callable[[], T], what: str, attempts: int = 4, delay: flo
         try:
             return call()
         except MlflowException as exc:
-            if _is_not_found(exc) or _is_refused(exc) or attempt == attempts:
+            if _is_not_found(exc) or _is_refused(exc):
                 raise
+            if attempt == attempts:
+                raise ConnectionError(
+                    f"{what}: no answer from MLflow after {attempts} tries ({exc})"
+                ) from exc
             log.warning("%s failed (%s); retry %d/%d", what, exc, attempt, attempts - 1)
         except OSError as exc:
             if attempt == attempts:

@@ -106,8 +106,10 @@ def test_score_gives_every_row_a_score_and_reruns_replace(ward):
         "contributions",
         "model_name",
         "model_version",
+        "flags",
     ]
     assert first["score"].notna().all()
+    assert (first["flags"] == "").all()  # a clean day after a validated one: nothing to note
     assert first["timestamp"].min() == pd.Timestamp(day(4), tz="UTC")
     steps.score("vitals", day(4), settings)
     pd.testing.assert_frame_equal(pd.read_parquet(path), first)

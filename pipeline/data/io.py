@@ -7,11 +7,13 @@ duplicating it. Landing files are only ever read.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,7 @@ import pandas as pd
 from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec
 
 READABLE_SUFFIXES = (".parquet", ".csv")
+CSV_MISTAKEN_DELIMITERS = (";", "\t", "|")
 
 
 class BatchReadError(ValueError):
@@ -43,9 +46,27 @@ def _read_file(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path, columns=list(columns) if columns else None)
-        return pd.read_csv(path, usecols=list(columns) if columns else None)
+        return _read_csv(path, columns)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise BatchReadError(f"cannot read {path.name}: {exc}") from exc
+
+
+def _read_csv(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
+    """A CSV file with its ISO 8601 timestamps parsed (text that is not one zone stays text).
+
+    Timestamps with one UTC offset become tz-aware; naive or mixed-offset text is left as it
+    is, so validation names the time-zone problem instead of a guess hiding it.
+    """
+    frame = pd.read_csv(path, usecols=list(columns) if columns else None)
+    if frame.shape[1] == 1 and not columns:
+        header = str(frame.columns[0])
+        other = next((mark for mark in CSV_MISTAKEN_DELIMITERS if mark in header), None)
+        if other is not None:
+            raise ValueError(f"one column {header[:40]!r}...: separated by {other!r}, not ','")
+    if TIMESTAMP in frame:
+        with contextlib.suppress(ValueError, TypeError):
+            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], format="ISO8601")
+    return frame
 
 
 def read_partition(directory: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -128,6 +149,34 @@ def write_text_atomic(text: str, target: Path) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def exclusive_partition(directory: Path) -> Iterator[Path]:
+    """Hold the one writer's lock of an output partition while a step writes to it.
+
+    A second writer for the same partition waits, so two runs for one day replace the output
+    one after the other and never interleave. The lock is an ``flock`` on a hidden file beside
+    the partition, released by the kernel even when its holder is killed; whoever takes it next
+    removes the temporary files a killed writer left behind (no live writer can own them).
+    """
+    lock = directory.with_name(f".{directory.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            remove_temporaries(directory)
+            yield directory
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_temporaries(directory: Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files an interrupted atomic write left in ``directory``."""
+    stale = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def replace_directory(staged: Path, target: Path) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
+import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -101,9 +102,13 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, date: dt.date | str) 
     timestamp_problem = _timestamp_problem(frame)
     result = _run_suite(suite, _with_utc_timestamps(frame), spec.name)
     failures = [timestamp_problem] if timestamp_problem else []
+    failures += _infinite_values(frame, spec)
     failures += _failure_lines(
         result["results"], day, unusable={TIMESTAMP} if timestamp_problem else set()
     )
+    warnings = [f"unknown column {column!r} ignored" for column in _unknown_columns(frame, spec)]
+    if not timestamp_problem:
+        warnings += _out_of_order(frame, spec)
     return ValidationReport(
         dataset=spec.name,
         date=day,
@@ -111,7 +116,7 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, date: dt.date | str) 
         failures=failures,
         n_rows=len(frame),
         result=result,
-        warnings=[f"unknown column {column!r} ignored" for column in _unknown_columns(frame, spec)],
+        warnings=warnings,
     )
 
 
@@ -127,6 +132,34 @@ def _required_columns(spec: DatasetSpec) -> list[str]:
 def _unknown_columns(frame: pd.DataFrame, spec: DatasetSpec) -> list[Any]:
     known = {*_required_columns(spec), spec.label_column}
     return [column for column in frame.columns if column not in known]
+
+
+def _infinite_values(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+    """A line per numeric feature holding infinities (a division by zero upstream, typically).
+
+    The bounds check counts them too, but only this line says what they are.
+    """
+    lines = []
+    for column in _feature_columns(spec):
+        if column in frame.columns and pd.api.types.is_float_dtype(frame[column]):
+            count = int(np.isinf(frame[column].to_numpy(dtype="float64")).sum())
+            if count:
+                lines.append(f"{column}: {count} infinite values")
+    return lines
+
+
+def _out_of_order(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+    """A note when rows are not in time order per entity: they pass and are sorted for scoring."""
+    if TIMESTAMP not in frame.columns:
+        return []
+    keys = frame[spec.entity_source] if spec.entity_source in frame.columns else None
+    times = frame[TIMESTAMP]
+    try:
+        latest = times.groupby(keys).cummax() if keys is not None else times.cummax()
+    except TypeError:  # unhashable keys: the suite reports those as a failure of their own
+        return []
+    count = int((latest > times).sum())
+    return [f"{TIMESTAMP}: {count} rows out of time order (sorted before scoring)"] if count else []
 
 
 def _feature_expectations(spec: DatasetSpec) -> Iterator[gxe.Expectation]:

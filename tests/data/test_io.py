@@ -1,3 +1,7 @@
+import fcntl
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,3 +56,52 @@ def test_to_canonical_maps_source_columns_without_touching_the_input():
     assert list(frame.columns) == ["timestamp", "entity", *spec.feature_names, "label"]
     assert str(frame["timestamp"].dt.tz) == "UTC"
     pd.testing.assert_frame_equal(raw, before)
+
+
+def test_a_writer_sweeps_what_a_killed_writer_left_and_keeps_the_output(tmp_path):
+    partition = tmp_path / "scores" / "date=2026-01-01"
+    io.write_parquet_atomic(pd.DataFrame({"a": [1]}), partition / "scores.parquet")
+    (partition / ".scores.parquet.dead.tmp").write_bytes(b"half a file")
+    with io.exclusive_partition(partition):
+        assert sorted(p.name for p in partition.iterdir()) == ["scores.parquet"]
+    assert pd.read_parquet(partition / "scores.parquet")["a"].tolist() == [1]
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path):
+    partition = tmp_path / "date=2026-01-01"
+    script = (
+        "import sys, time; from pathlib import Path; from pipeline.data import io\n"
+        "with io.exclusive_partition(Path(sys.argv[1])):\n"
+        "    print('locked', flush=True); time.sleep(30)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(partition)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lock = partition.with_name(f".{partition.name}.lock")
+        with open(lock) as handle, pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        holder.kill()
+        holder.wait()
+    with io.exclusive_partition(partition):  # a killed holder's lock is free again
+        pass
+
+
+def test_csv_timestamps_with_one_zone_are_parsed_and_others_stay_text(tmp_path):
+    directory = tmp_path / "date=2026-01-01"
+    directory.mkdir()
+    path = directory / "part-0.csv"
+    path.write_text("timestamp,x\n2026-01-01T00:00:00Z,1\n2026-01-01T00:01:00Z,2\n")
+    assert str(io.read_partition(directory)["timestamp"].dt.tz) == "UTC"
+    path.write_text("timestamp,x\n2026-01-01T00:00:00+00:00,1\n2026-01-01T01:01:00+01:00,2\n")
+    assert not pd.api.types.is_datetime64_any_dtype(io.read_partition(directory)["timestamp"])
+
+
+def test_a_csv_with_another_delimiter_is_named(tmp_path):
+    directory = tmp_path / "date=2026-01-01"
+    directory.mkdir()
+    (directory / "part-0.csv").write_text("timestamp;x\n2026-01-01T00:00:00Z;1\n")
+    with pytest.raises(io.BatchReadError, match=r"part-0\.csv: .*separated by ';', not ','"):
+        io.read_partition(directory)

@@ -220,3 +220,15 @@ def test_suite_depends_only_on_spec_and_date(spec: DatasetSpec) -> None:
         e.configuration for e in second.expectations
     ]
     assert first.name == "vitals-2026-01-05"
+
+
+def test_infinities_are_named(clean: pd.DataFrame, spec: DatasetSpec) -> None:
+    frame = clean.assign(sys_bp=clean["sys_bp"].where(clean.index >= 3, np.inf))
+    assert "sys_bp: 3 infinite values" in failures_of(frame, spec)
+
+
+def test_out_of_order_rows_pass_with_a_note(clean: pd.DataFrame, spec: DatasetSpec) -> None:
+    shuffled = pd.concat([clean.iloc[:10].iloc[::-1], clean.iloc[10:]], ignore_index=True)
+    report = validate_batch(shuffled, spec, DAY)
+    assert report.success
+    assert report.warnings == ["timestamp: 9 rows out of time order (sorted before scoring)"]
