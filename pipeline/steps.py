@@ -26,7 +26,6 @@ import pandas as pd
 from pipeline import evaluation
 from pipeline.calibration import make_calibrator
 from pipeline.config import (
-    ENTITY,
     LABEL,
     TIMESTAMP,
     DatasetSpec,
@@ -134,12 +133,16 @@ def is_validated(settings: Settings, dataset: str, day: dt.date) -> bool:
         return False
 
 
-def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
-    """A validated day as a canonical frame (validating it first if it was not)."""
+def validated_landing(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path:
+    """The landing partition of a day, validated first unless its files already passed."""
     if not is_validated(settings, spec.name, day):
         validate(spec.name, day, settings)
-    landing = settings.partition("landing", spec.name, day)
-    return io.to_canonical(io.read_partition(landing), spec)
+    return settings.partition("landing", spec.name, day)
+
+
+def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
+    """A validated day as a canonical frame (validating it first if it was not)."""
+    return io.to_canonical(io.read_partition(validated_landing(settings, spec, day)), spec)
 
 
 # --- training -----------------------------------------------------------------------------
@@ -370,19 +373,19 @@ def promote(
 # --- scoring ------------------------------------------------------------------------------
 
 
-def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame | None:
-    """The previous day, when it landed and passed validation: window context for today."""
+def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path | None:
+    """The previous day's partition, when it landed and passed validation: window context."""
     previous = day - dt.timedelta(days=1)
     if not is_validated(settings, spec.name, previous):
         return None
-    landing = settings.partition("landing", spec.name, previous)
-    return io.to_canonical(io.read_partition(landing), spec)
+    return settings.partition("landing", spec.name, previous)
 
 
 def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
     """Score one day with the ``@production`` model; write the scores atomically.
 
-    A rerun for the same day replaces the output. Returns the path of the scores file.
+    The day is streamed through the model in chunks of entities (bounded memory). A rerun for
+    the same day replaces the output. Returns the path of the scores file.
     """
     from pipeline import tracking
 
@@ -391,26 +394,28 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
     spec = DatasetSpec.load(dataset)
     model = tracking.load_production_model(settings, dataset)
     model.bundle.check_compatible(spec)
-    frame = load_day(settings, spec, day)
-    scores = model.bundle.score_frame(frame, _context(settings, spec, day))
-    scores["model_name"] = model.name
-    scores["model_version"] = model.version
+    landing = validated_landing(settings, spec, day)
     out = settings.partition("scores", dataset, day)
-    target = io.write_parquet_atomic(scores, out / SCORES_FILE)
+    totals = model.bundle.score_partition(
+        landing,
+        out / SCORES_FILE,
+        context=_context(settings, spec, day),
+        constants={"model_name": model.name, "model_version": model.version},
+    )
     summary = {
         "dataset": dataset,
         "date": day.isoformat(),
-        "rows": len(scores),
-        "entities": int(scores[ENTITY].nunique()),
-        "anomalies": int(scores["is_anomaly"].sum()),
-        "anomaly_rate": float(scores["is_anomaly"].mean()),
+        "rows": totals.rows,
+        "entities": totals.entities,
+        "anomalies": totals.anomalies,
+        "anomaly_rate": totals.anomalies / totals.rows,
         "threshold": model.bundle.threshold,
         "model_name": model.name,
         "model_version": model.version,
     }
     io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
     tracking.log_scoring_run(settings, dataset, day.isoformat(), model, summary)
-    return str(target)
+    return str(out / SCORES_FILE)
 
 
 # --- demo data ----------------------------------------------------------------------------
