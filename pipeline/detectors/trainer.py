@@ -189,14 +189,24 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         batches = 0
         for batch in train.batches(self.batch_size, generator):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device):
-                loss = loss_fn(module, batch)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach().float()
+            total += self.step(module, loss_fn, batch, optimizer)
             batches += 1
         return float(total) / max(batches, 1)  # one device sync per epoch, not per batch
+
+    def step(
+        self,
+        module: nn.Module,
+        loss_fn: LossFn,
+        batch: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> torch.Tensor:
+        """One optimiser step on ``batch``; returns the detached loss (no device sync)."""
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device):
+            loss = loss_fn(module, batch)
+        loss.backward()
+        optimizer.step()
+        return loss.detach().float()
 
     @torch.inference_mode()
     def evaluate(self, module: nn.Module, loss_fn: LossFn, source: WindowSource) -> float:
