@@ -144,13 +144,10 @@ class ModelBundle:
         ordered = rows.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
         scores = self.score_segments(ordered)
         keep = ordered[_OWN_ROW].to_numpy()
-        result = pd.DataFrame(
-            {
-                TIMESTAMP: pd.to_datetime(ordered[TIMESTAMP].to_numpy()[keep], utc=True),
-                ENTITY: ordered[ENTITY].to_numpy()[keep],
-                "score": scores[keep],
-            }
-        )
+        # Boolean selection keeps the tz-aware timestamps as they are (to_numpy() would box
+        # every one of them into an object).
+        result = ordered.loc[keep, [TIMESTAMP, ENTITY]].reset_index(drop=True)
+        result["score"] = scores[keep]
         result["threshold"] = self.threshold
         result["is_anomaly"] = result["score"] >= self.threshold
         return result[SCORE_COLUMNS]

@@ -160,7 +160,8 @@ def regroup_by_entity(
     in ``partitions`` each row came from.
     """
     schema = _chunk_schema(spec)
-    chunk_of = {entity: index for index, chosen in enumerate(chunks) for entity in chosen}
+    entities = pd.Index(np.concatenate(chunks)) if chunks else pd.Index([])
+    chunk_of = np.repeat(np.arange(len(chunks)), [len(chosen) for chosen in chunks])
     paths = [spill_dir / f"chunk-{index}.arrows" for index in range(len(chunks))]
     writers: dict[int, pa.RecordBatchStreamWriter] = {}
     try:
@@ -168,8 +169,9 @@ def regroup_by_entity(
             for raw in read_batches(directory, scoring_columns(spec)):
                 frame = to_canonical(raw, spec)
                 frame[PARTITION] = np.int8(position)
-                codes = frame[ENTITY].map(chunk_of)
-                for index, rows in frame.groupby(codes, sort=False):
+                found = entities.get_indexer(frame[ENTITY])
+                codes = np.where(found >= 0, chunk_of[found], -1)
+                for index, rows in frame[codes >= 0].groupby(codes[codes >= 0], sort=False):
                     if int(index) not in writers:
                         writers[int(index)] = pa.ipc.new_stream(paths[int(index)], schema)
                     batch = pa.RecordBatch.from_pandas(rows, schema=schema, preserve_index=False)
