@@ -17,11 +17,11 @@ import pandas as pd
 from pipeline.calibration import make_calibrator
 from pipeline.config import DatasetSpec, RunConfig
 from pipeline.data import io
+from pipeline.data.synthetic import MINUTES_PER_DAY
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.scoring import ModelBundle
 
-MINUTES_PER_DAY = 1440
 DAY = dt.date(2026, 3, 2)
 # Typical value and day-to-day spread of each vital; every generated value stays in bounds.
 VITALS = {
