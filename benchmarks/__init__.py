@@ -1,0 +1,1 @@
+"""Speed and quality benchmarks that print tables; not part of the installed package."""

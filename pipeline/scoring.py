@@ -3,15 +3,17 @@
 A bundle is a directory of plain files (JSON, YAML and torch weights; no pickle). Training
 writes it, MLflow ships it inside the pyfunc model, and scoring applies it to a canonical frame:
 the previous day's tail supplies window context so every row of the day gets a score, and
-entities are scored in chunks so memory stays bounded however many a day holds. Every alarm
-names the features that drive it. The reference profile (training-time statistics, see
-``pipeline.monitoring``) is optional: bundles from before it existed still score.
+entities are scored in chunks so memory stays bounded however many a day holds (a landed day
+is streamed from disk chunk by chunk, never read whole). Every alarm names the features that
+drive it. The reference profile (training-time statistics, see ``pipeline.monitoring``) is
+optional: bundles from before it existed still score.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import yaml
 from pipeline import attribution
 from pipeline.calibration import calibrator_from_dict
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
+from pipeline.data import io
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
@@ -39,7 +42,26 @@ SCORE_COLUMNS = [
 ]
 PROFILE_FILE = "profile.json"
 ENTITIES_FILE = "entities.json"
+# Entities scored together: large enough to fill the detector's batches, small enough that
+# memory does not grow with a day that holds thousands.
+ENTITIES_PER_CHUNK = 64
 _OWN_ROW = "__tsad_own_row"
+
+
+def entity_chunks(entities: np.ndarray, size: int) -> list[np.ndarray]:
+    """Consecutive groups of at most ``size`` entities."""
+    if size < 1:
+        raise ValueError(f"entities per chunk must be positive, got {size}")
+    return [entities[begin : begin + size] for begin in range(0, len(entities), size)]
+
+
+@dataclass
+class PartitionScores:
+    """Counts of a day scored by :meth:`ModelBundle.score_partition`."""
+
+    rows: int
+    entities: int
+    anomalies: int
 
 
 class ModelMismatchError(ValueError):
@@ -123,7 +145,7 @@ class ModelBundle:
         self,
         frame: pd.DataFrame,
         context: pd.DataFrame | None = None,
-        entities_per_chunk: int = 64,
+        entities_per_chunk: int = ENTITIES_PER_CHUNK,
     ) -> pd.DataFrame:
         """Score every row of ``frame``; ``context`` (earlier rows) only feeds the windows.
 
@@ -132,34 +154,62 @@ class ModelBundle:
         responsible first, with their ``contributions`` (shares of the row's anomaly).
         """
         tail = None if context is None else self._context_tail(context)
-        entities = pd.unique(frame[ENTITY])
+        rows_of = frame.groupby(ENTITY, sort=False).indices
         parts = []
-        for begin in range(0, len(entities), entities_per_chunk):
-            chosen = entities[begin : begin + entities_per_chunk]
-            own = frame[frame[ENTITY].isin(chosen)].assign(**{_OWN_ROW: True})
-            if tail is not None:
-                own = pd.concat(
-                    [tail[tail[ENTITY].isin(chosen)].assign(**{_OWN_ROW: False}), own],
-                    ignore_index=True,
-                )
-            ordered = own.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
-            segments = self.scaled_segments(ordered)
-            scores = self.detector.score(segments)
-            keep = ordered[_OWN_ROW].to_numpy()
-            top_features, contributions = self.explain(segments, keep & (scores >= self.threshold))
-            parts.append(
-                pd.DataFrame(
-                    {
-                        TIMESTAMP: ordered[TIMESTAMP].to_numpy()[keep],
-                        ENTITY: ordered[ENTITY].to_numpy()[keep],
-                        "score": scores[keep],
-                        "top_features": top_features[keep],
-                        "contributions": contributions[keep],
-                    }
-                )
-            )
-        result = pd.concat(parts, ignore_index=True)
-        result[TIMESTAMP] = pd.to_datetime(result[TIMESTAMP], utc=True)
+        for chosen in entity_chunks(np.array(sorted(rows_of), dtype=object), entities_per_chunk):
+            own = frame.iloc[np.concatenate([rows_of[entity] for entity in chosen])]
+            earlier = None if tail is None else tail[tail[ENTITY].isin(chosen)]
+            parts.append(self._score_entities(own, earlier))
+        return pd.concat(parts, ignore_index=True)
+
+    def score_partition(
+        self,
+        day: Path,
+        target: Path,
+        context: Path | None = None,
+        constants: dict[str, str] | None = None,
+        entities_per_chunk: int = ENTITIES_PER_CHUNK,
+    ) -> PartitionScores:
+        """Stream a landed day from ``day`` to a scores file at ``target``, in bounded memory.
+
+        The day (and the ``context`` partition before it) is regrouped into chunks of
+        ``entities_per_chunk`` whole entities on disk, then each chunk is scored and appended
+        to ``target``, so peak memory is one chunk whatever the number of entities. The rows
+        equal :meth:`score_frame`'s on the same data, plus the ``constants`` columns.
+        """
+        chunks = entity_chunks(io.partition_entities(day, self.spec), entities_per_chunk)
+        sources = [day] if context is None else [day, context]
+        totals = PartitionScores(rows=0, entities=0, anomalies=0)
+        with (
+            tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
+            io.parquet_writer_atomic(target) as append,
+        ):
+            for rows in io.regroup_by_entity(sources, self.spec, chunks, Path(spill)):
+                own = rows[rows[io.PARTITION] == 0]
+                earlier = rows[rows[io.PARTITION] == 1]
+                scores = self._score_entities(own, self._context_tail(earlier))
+                append(scores.assign(**(constants or {})))
+                totals.rows += len(scores)
+                totals.entities += scores[ENTITY].nunique()
+                totals.anomalies += int(scores["is_anomaly"].sum())
+        return totals
+
+    def _score_entities(self, own: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
+        """Scores of the rows in ``own``; ``earlier`` rows of the same entities add context."""
+        rows = own.assign(**{_OWN_ROW: True})
+        if earlier is not None and len(earlier):
+            rows = pd.concat([earlier.assign(**{_OWN_ROW: False}), rows], ignore_index=True)
+        ordered = rows.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
+        segments = self.scaled_segments(ordered)
+        scores = self.detector.score(segments)
+        keep = ordered[_OWN_ROW].to_numpy()
+        top_features, contributions = self.explain(segments, keep & (scores >= self.threshold))
+        # Boolean selection keeps the tz-aware timestamps as they are (to_numpy() would box
+        # every one of them into an object).
+        result = ordered.loc[keep, [TIMESTAMP, ENTITY]].reset_index(drop=True)
+        result["score"] = scores[keep]
+        result["top_features"] = top_features[keep]
+        result["contributions"] = contributions[keep]
         result["threshold"] = self.threshold
         result["is_anomaly"] = result["score"] >= self.threshold
         return result[SCORE_COLUMNS]

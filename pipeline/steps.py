@@ -145,12 +145,16 @@ def is_validated(settings: Settings, dataset: str, day: dt.date) -> bool:
         return False
 
 
-def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
-    """A validated day as a canonical frame (validating it first if it was not)."""
+def validated_landing(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path:
+    """The landing partition of a day, validated first unless its files already passed."""
     if not is_validated(settings, spec.name, day):
         validate(spec.name, day, settings)
-    landing = settings.partition("landing", spec.name, day)
-    return io.to_canonical(io.read_partition(landing), spec)
+    return settings.partition("landing", spec.name, day)
+
+
+def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
+    """A validated day as a canonical frame (validating it first if it was not)."""
+    return io.to_canonical(io.read_partition(validated_landing(settings, spec, day)), spec)
 
 
 # --- training -----------------------------------------------------------------------------

@@ -13,15 +13,22 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec
 
 READABLE_SUFFIXES = (".parquet", ".csv")
 CSV_MISTAKEN_DELIMITERS = (";", "\t", "|")
+# Rows decoded at a time when a partition is streamed: a few MB, whatever the day's size.
+ROWS_PER_READ = 65_536
+# Column of a regrouped chunk naming the partition (by position) each row came from.
+PARTITION = "__tsad_partition"
 
 
 class BatchReadError(ValueError):
@@ -78,6 +85,26 @@ def read_partition(directory: Path, columns: Sequence[str] | None = None) -> pd.
     return frame
 
 
+def read_batches(directory: Path, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+    """A partition's rows in batches of at most :data:`ROWS_PER_READ`, only ``columns`` read.
+
+    Parquet decodes just the projected columns, one batch at a time, so streaming a day costs
+    the memory of one batch, not of the day.
+    """
+    for path in partition_files(directory):
+        try:
+            if path.suffix == ".parquet":
+                batches = pq.ParquetFile(path).iter_batches(
+                    batch_size=ROWS_PER_READ, columns=list(columns)
+                )
+                for batch in batches:
+                    yield batch.to_pandas()
+            else:
+                yield from pd.read_csv(path, usecols=list(columns), chunksize=ROWS_PER_READ)
+        except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
+            raise BatchReadError(f"cannot read {path.name}: {exc}") from exc
+
+
 def source_columns(spec: DatasetSpec) -> dict[str, str]:
     """Map source column names to canonical names for a dataset."""
     mapping = {TIMESTAMP: TIMESTAMP}
@@ -109,6 +136,103 @@ def to_canonical(raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         frame[LABEL] = frame[LABEL].astype("int8")
         columns.append(LABEL)
     return frame[columns]
+
+
+def scoring_columns(spec: DatasetSpec) -> list[str]:
+    """Source columns a model reads: timestamp, entity and features (labels are not read)."""
+    return [source for source, name in source_columns(spec).items() if name != LABEL]
+
+
+def partition_entities(directory: Path, spec: DatasetSpec) -> np.ndarray:
+    """The sorted distinct entities of a partition, reading only its entity column."""
+    if not spec.entity_source:
+        return np.array([spec.default_entity], dtype=object)
+    seen: set[str] = set()
+    for batch in read_batches(directory, [spec.entity_source]):
+        seen.update(batch[spec.entity_source].astype(str).unique())
+    return np.array(sorted(seen), dtype=object)
+
+
+def _chunk_schema(spec: DatasetSpec) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC")),
+            pa.field(ENTITY, pa.string()),
+            *(pa.field(name, pa.float64()) for name in spec.feature_names),
+            pa.field(PARTITION, pa.int8()),
+        ]
+    )
+
+
+def regroup_by_entity(
+    partitions: Sequence[Path],
+    spec: DatasetSpec,
+    chunks: Sequence[np.ndarray],
+    spill_dir: Path,
+) -> Iterator[pd.DataFrame]:
+    """Canonical rows of ``partitions`` regrouped into ``chunks`` of entities, one by one.
+
+    A day's export may list its rows in any order (often by time, every entity interleaved).
+    One streaming pass over each partition appends each batch's rows to a spill file per chunk
+    in ``spill_dir``; reading a chunk back gives all rows of its entities. Peak memory is one
+    read batch plus one chunk, so it does not grow with the number of entities. Rows of
+    entities outside ``chunks`` are dropped; the :data:`PARTITION` column holds the position
+    in ``partitions`` each row came from.
+    """
+    schema = _chunk_schema(spec)
+    entities = pd.Index(np.concatenate(chunks)) if chunks else pd.Index([])
+    chunk_of = np.repeat(np.arange(len(chunks)), [len(chosen) for chosen in chunks])
+    paths = [spill_dir / f"chunk-{index}.arrows" for index in range(len(chunks))]
+    writers: dict[int, pa.RecordBatchStreamWriter] = {}
+    try:
+        for position, directory in enumerate(partitions):
+            for raw in read_batches(directory, scoring_columns(spec)):
+                frame = to_canonical(raw, spec)
+                frame[PARTITION] = np.int8(position)
+                found = entities.get_indexer(frame[ENTITY])
+                codes = np.where(found >= 0, chunk_of[found], -1)
+                for index, rows in frame[codes >= 0].groupby(codes[codes >= 0], sort=False):
+                    if int(index) not in writers:
+                        writers[int(index)] = pa.ipc.new_stream(paths[int(index)], schema)
+                    batch = pa.RecordBatch.from_pandas(rows, schema=schema, preserve_index=False)
+                    writers[int(index)].write_batch(batch)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    for index, path in enumerate(paths):
+        if index in writers:
+            with pa.ipc.open_stream(path) as reader:
+                yield reader.read_pandas()
+            path.unlink()
+
+
+@contextlib.contextmanager
+def parquet_writer_atomic(target: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """Append frames of one schema to ``target``; it appears complete, or not at all, at exit."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    writer: pq.ParquetWriter | None = None
+
+    def append(frame: pd.DataFrame) -> None:
+        nonlocal writer
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(temporary, table.schema)
+        writer.write_table(table)
+
+    try:
+        yield append
+        if writer is None:
+            raise ValueError(f"no rows were written to {target}")
+        writer.close()
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    finally:
+        if writer is not None:
+            writer.close()
+        temporary.unlink(missing_ok=True)
+    _fsync_directory(target.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

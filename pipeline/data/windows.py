@@ -240,6 +240,9 @@ class PointScores:
     ``starts[i]`` gives its ``t``-th step; :meth:`result` gives each time step the mean over all
     windows covering it. Memory is two arrays of the series length, whatever the number of
     windows, so scoring runs in bounded chunks.
+
+    One ``bincount`` per chunk over the rows the chunk's windows span: the work is
+    proportional to the chunk, not to the series length times the window.
     """
 
     def __init__(self, n_rows: int) -> None:
@@ -248,11 +251,14 @@ class PointScores:
 
     def add(self, starts: np.ndarray, window_errors: np.ndarray) -> None:
         errors = np.asarray(window_errors, dtype=np.float64)
-        n_rows = len(self._total)
-        for offset in range(errors.shape[1]):
-            positions = starts + offset
-            self._total += np.bincount(positions, weights=errors[:, offset], minlength=n_rows)
-            self._count += np.bincount(positions, minlength=n_rows)
+        if len(starts) == 0:
+            return
+        first = int(starts.min())
+        span = int(starts.max()) - first + errors.shape[1]
+        positions = ((starts - first)[:, None] + np.arange(errors.shape[1])).ravel()
+        covered = slice(first, first + span)
+        self._total[covered] += np.bincount(positions, weights=errors.ravel(), minlength=span)
+        self._count[covered] += np.bincount(positions, minlength=span)
 
     def result(self) -> np.ndarray:
         uncovered = self._count == 0

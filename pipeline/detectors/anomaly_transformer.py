@@ -33,8 +33,10 @@ n_layers)`` here, which puts nearly all of a window's weight on one step. The de
 reconstruction errors rather than a near one-hot choice that ranks poorly.
 
 Departures from the reference, by design: the distance matrix is built once per window length
-as a buffer (not on every call, and with no hard-coded ``.cuda()``), and the reference's
-unused per-layer LayerNorm in the attention block is left out.
+as a buffer (not on every call, and with no hard-coded ``.cuda()``), the prior is normalised
+once per layer (the reference rebuilds it inside each of its four KL terms), the two KL
+directions share one log-ratio (:func:`symmetric_kl`), and the reference's unused per-layer
+LayerNorm in the attention block is left out.
 """
 
 from __future__ import annotations
@@ -97,13 +99,15 @@ class AnomalyAttention(nn.Module):
         query = self.query(x).view(heads).transpose(1, 2)
         key = self.key(x).view(heads).transpose(1, 2)
         value = self.value(x).view(heads).transpose(1, 2)
-        logits = query @ key.transpose(-1, -2) / math.sqrt(heads[-1])
-        series = torch.softmax(logits, dim=-1)
+        # Scaling the (steps, head_dim) queries costs less than scaling (steps, steps) logits.
+        series = torch.softmax((query / math.sqrt(heads[-1])) @ key.transpose(-1, -2), dim=-1)
 
         sigma = self.sigma(x).transpose(1, 2)  # (batch, heads, steps)
         sigma = 3.0 ** (torch.sigmoid(5.0 * sigma) + 1e-5) - 1.0
-        # The Gaussian's 1 / (sqrt(2 pi) sigma) factor cancels in the row normalisation.
-        gaussian = torch.exp(-squared_distances / (2.0 * sigma[..., None].pow(2)))
+        # The Gaussian's 1 / (sqrt(2 pi) sigma) factor cancels in the row normalisation; the
+        # per-row coefficient -1 / (2 sigma^2) is formed once, so the (steps, steps) tensors
+        # see one multiplication and one exp instead of two divisions.
+        gaussian = torch.exp(squared_distances * (-0.5 / sigma[..., None].pow(2)))
         prior = gaussian / gaussian.sum(dim=-1, keepdim=True)
 
         attended = (series @ value).transpose(1, 2).reshape(batch, steps, d_model)
@@ -168,9 +172,13 @@ class AnomalyTransformerModel(nn.Module):
         return self.head(x), series, priors
 
 
-def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) between the distributions along the last dimension."""
-    return (p * ((p + _KL_EPS).log() - (q + _KL_EPS).log())).sum(dim=-1)
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) + KL(q || p) along the last dimension, with each logarithm taken once.
+
+    The two divergences share their log-ratio: the sum is ``sum((p - q) * (log p - log q))``,
+    half the logarithms and elementwise passes (forward and backward) of two separate calls.
+    """
+    return ((p - q) * ((p + _KL_EPS).log() - (q + _KL_EPS).log())).sum(dim=-1)
 
 
 def association_discrepancy(
@@ -181,7 +189,7 @@ def association_discrepancy(
     Averaged over heads and layers, as in the paper's definition.
     """
     per_layer = [
-        (kl_divergence(prior, layer_series) + kl_divergence(layer_series, prior)).mean(dim=1)
+        symmetric_kl(prior, layer_series).mean(dim=1)
         for prior, layer_series in zip(priors, series, strict=True)
     ]
     return torch.stack(per_layer).mean(dim=0)

@@ -46,6 +46,19 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def adam(module: nn.Module, learning_rate: float) -> torch.optim.Adam:
+    """Adam with its fused kernel where torch has one (CPU and CUDA, floating parameters).
+
+    The fused step updates every parameter in one kernel instead of a dozen elementwise passes
+    per tensor: the same update rule, several times faster on CPU for transformer-sized models.
+    """
+    parameters = list(module.parameters())
+    fusable = all(
+        param.is_floating_point() and param.device.type in {"cpu", "cuda"} for param in parameters
+    )
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=fusable or None)
+
+
 class WindowSource:
     """Windows of a device-resident series, sliced on the device.
 
@@ -128,7 +141,7 @@ class Trainer:
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         module.to(self.device)
-        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        optimizer = adam(module, self.learning_rate)
         history = TrainingHistory()
         best_state = copy.deepcopy(module.state_dict())
         best_loss = math.inf
@@ -176,14 +189,24 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         batches = 0
         for batch in train.batches(self.batch_size, generator):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device):
-                loss = loss_fn(module, batch)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach().float()
+            total += self.step(module, loss_fn, batch, optimizer)
             batches += 1
         return float(total) / max(batches, 1)  # one device sync per epoch, not per batch
+
+    def step(
+        self,
+        module: nn.Module,
+        loss_fn: LossFn,
+        batch: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> torch.Tensor:
+        """One optimiser step on ``batch``; returns the detached loss (no device sync)."""
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device):
+            loss = loss_fn(module, batch)
+        loss.backward()
+        optimizer.step()
+        return loss.detach().float()
 
     @torch.inference_mode()
     def evaluate(self, module: nn.Module, loss_fn: LossFn, source: WindowSource) -> float:

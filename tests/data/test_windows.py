@@ -86,3 +86,22 @@ def test_scaler_round_trips_as_json_and_survives_constant_features(tmp_path):
 def test_segments_reject_inconsistent_bounds():
     with pytest.raises(ValueError, match="bounds"):
         Segments(np.zeros((5, 1), dtype=np.float32), np.array([0, 3]))
+
+
+def test_point_scores_equal_the_mean_over_covering_windows_in_any_chunking():
+    rng = np.random.default_rng(0)
+    n_rows, window = 50, 7
+    starts = np.sort(rng.choice(n_rows - window + 1, size=30, replace=False))
+    starts = np.union1d(starts, [0, n_rows - window])
+    errors = rng.random((len(starts), window))
+    total, count = np.zeros(n_rows), np.zeros(n_rows)
+    for start, row in zip(starts, errors, strict=True):
+        total[start : start + window] += row
+        count[start : start + window] += 1
+    expected = total / count
+    for chunk in (1, 4, len(starts)):
+        points = PointScores(n_rows)
+        for begin in range(0, len(starts), chunk):
+            points.add(starts[begin : begin + chunk], errors[begin : begin + chunk])
+        points.add(np.empty(0, dtype=np.int64), np.empty((0, window)))
+        np.testing.assert_allclose(points.result(), expected, rtol=1e-12)

@@ -103,6 +103,20 @@ def test_distance_table_is_a_buffer_built_once_and_not_saved() -> None:
     assert not any("norm" in name for name, _ in module.layers[0].attention.named_parameters())
 
 
+def test_discrepancy_is_the_symmetric_kl_averaged_over_heads_and_layers() -> None:
+    """The shared log-ratio form must equal KL(P || S) + KL(S || P) written out separately."""
+    generator = torch.Generator().manual_seed(3)
+    priors = [torch.rand(2, 3, 5, 5, generator=generator).softmax(-1) for _ in range(2)]
+    series = [torch.rand(2, 3, 5, 5, generator=generator).softmax(-1) for _ in range(2)]
+
+    def kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return (p * ((p + 1e-4).log() - (q + 1e-4).log())).sum(-1)
+
+    per_layer = [(kl(p, s) + kl(s, p)).mean(dim=1) for p, s in zip(priors, series, strict=True)]
+    expected = torch.stack(per_layer).mean(dim=0)
+    torch.testing.assert_close(association_discrepancy(priors, series), expected)
+
+
 def test_score_weights_reconstruction_error_by_softmax_of_negative_discrepancy() -> None:
     detector, module = tiny_model()
     x = windows()

@@ -1,0 +1,48 @@
+"""Score one landed day with a bundle, in this fresh process; print seconds and peak RSS.
+
+    python -m benchmarks.score_day BUNDLE_DIR DAY_DIR [--context DIR] --out scores.parquet
+
+Run by ``benchmarks.speed`` once per day size, so each peak RSS belongs to one size alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+from pipeline.scoring import ModelBundle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.score_day")
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("day", type=Path)
+    parser.add_argument("--context", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    bundle = ModelBundle.load(args.bundle)
+    begin = time.perf_counter()
+    totals = bundle.score_partition(args.day, args.out, context=args.context)
+    seconds = time.perf_counter() - begin
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "scored": totals.rows}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux's ``VmHWM`` belongs to this program alone; ``ru_maxrss`` would carry over the
+    high-water mark of the parent it was forked from.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux units: KiB
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Data and models the speed benchmark runs on, built without Airflow, MLflow or GX.
+
+A scoring day is ``entities x 1,440`` one-minute rows of the six vitals, inside the dataset's
+physical bounds, listed in time order (every entity interleaved, as an export by time is) so
+that streaming scoring has to regroup it. The model is the demo's detector and size
+(``configs/runs/vitals.yaml``), fitted briefly: speed does not depend on how well it learned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.calibration import make_calibrator
+from pipeline.config import DatasetSpec, RunConfig
+from pipeline.data import io
+from pipeline.data.synthetic import MINUTES_PER_DAY
+from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
+from pipeline.detectors.registry import detector_class, supported_params
+from pipeline.scoring import ModelBundle
+
+DAY = dt.date(2026, 3, 2)
+# Typical value and day-to-day spread of each vital; every generated value stays in bounds.
+VITALS = {
+    "heart_rate": (75.0, 8.0),
+    "spo2": (96.0, 1.0),
+    "resp_rate": (16.0, 2.0),
+    "sys_bp": (120.0, 10.0),
+    "dia_bp": (78.0, 6.0),
+    "temperature": (36.9, 0.3),
+}
+
+
+def vitals_day(entities: int, day: dt.date, seed: int = 0) -> pd.DataFrame:
+    """One landed day in source columns (``patient_id``), rows in time order."""
+    rng = np.random.default_rng(seed)
+    minutes = np.arange(MINUTES_PER_DAY)
+    circadian = np.sin(2 * np.pi * minutes / MINUTES_PER_DAY)
+    columns = {}
+    for name, (typical, spread) in VITALS.items():
+        baseline = typical + spread * rng.standard_normal(entities)
+        noise = 0.2 * spread * rng.standard_normal((MINUTES_PER_DAY, entities))
+        columns[name] = (baseline + 0.3 * spread * circadian[:, None] + noise).ravel()
+    columns["spo2"] = np.minimum(columns["spo2"], 100.0)
+    width = max(3, len(str(entities)))
+    patients = np.array([f"p{number:0{width}d}" for number in range(1, entities + 1)])
+    timestamps = pd.date_range(pd.Timestamp(day, tz="UTC"), periods=MINUTES_PER_DAY, freq="min")
+    return pd.DataFrame(
+        {
+            "timestamp": np.repeat(timestamps, entities),
+            "patient_id": np.tile(patients, MINUTES_PER_DAY),
+            **columns,
+            "label": np.zeros(MINUTES_PER_DAY * entities, dtype=np.int8),
+        }
+    )
+
+
+def land(root: Path, frame: pd.DataFrame, day: dt.date) -> Path:
+    """Write a day as the dataset's landing partition under ``root``."""
+    directory = root / f"date={day.isoformat()}"
+    io.write_parquet_atomic(frame, directory / "part-0.parquet")
+    return directory
+
+
+def demo_bundle(device: str, seed: int = 0) -> ModelBundle:
+    """The demo's detector at the demo's size, fitted for one epoch on a day of 8 patients."""
+    spec = DatasetSpec.load("vitals")
+    run = RunConfig.load("vitals")
+    frame = io.to_canonical(vitals_day(8, DAY - dt.timedelta(days=7), seed), spec)
+    segments, _ = frame_to_segments(frame, spec.feature_names, spec.step)
+    scaler = StandardScaler.fit(segments.values, spec.feature_names)
+    scaled = Segments(scaler.transform(segments.values), segments.bounds)
+    common = {"window": run.window, "batch_size": run.batch_size, "seed": seed}
+    params = supported_params(run.detector, common) | run.detector_params
+    detector = detector_class(run.detector)(**params | {"epochs": 1, "device": device})
+    detector.fit(scaled)
+    calibration = make_calibrator("percentile").fit(detector.score(scaled)).to_dict()
+    return ModelBundle(spec, scaler, detector, calibration)
