@@ -5,29 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from headless_chromium import Browser, chromium_executable
 
 from pipeline.monitoring import DriftReport
 from pipeline.report import DailyReport, entity_ranking, render
 
 FEATURES = ["heart_rate", "spo2", "resp_rate"]
 DAY = pd.Timestamp("2026-01-07", tz="UTC")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def day_of(
@@ -103,23 +91,17 @@ def test_the_report_marks_drift_and_escapes_names(report) -> None:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Browser:
+    executable = chromium_executable()
+    if executable is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is missing, and CI installs it (.ci/run)")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    return path
-
-
-def run_chromium(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp_path / "chromium-profile"
-    command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    return Browser(executable, tmp_path_factory.mktemp("chromium"), budget_ms=10000)
 
 
 def test_a_headless_browser_renders_headings_and_decodes_every_image(
-    report, chromium, tmp_path
+    report, browser, tmp_path
 ) -> None:
     page = render(report)
     # The browser records each image's decoded width in the DOM it dumps after loading.
@@ -130,9 +112,7 @@ def test_a_headless_browser_renders_headings_and_decodes_every_image(
     )
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("</body>", probe))
-    dom = run_chromium(
-        chromium, tmp_path, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()
-    ).stdout
+    dom = browser.render(probed.as_uri(), tmp_path / "report.png")
     headings = re.findall(r"<h([123])>(.*?)</h\1>", dom)
     assert ("1", "Daily anomaly report: vitals 2026-01-07") in headings
     assert {"Summary", "Drift", "Entities ranked by time in alarm", "Top entities"} <= {

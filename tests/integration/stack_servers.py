@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,17 +33,6 @@ VENV_BIN = Path(sys.executable).parent
 POSTGRES_DSN = os.environ.get("TSAD_TEST_POSTGRES", "host=127.0.0.1 port=5432 user=postgres")
 HOST = "127.0.0.1"
 AIRFLOW_USER = "tsad-admin"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 
 
 def require(available: bool, reason: str) -> None:
@@ -363,50 +351,3 @@ def start_mlflow_server(settings: Settings, log_dir: Path) -> Server:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     return Server.start("mlflow-server", f"http://{HOST}:{port}", args, env, log_dir)
-
-
-# --- headless Chromium ---------------------------------------------------------------------
-
-
-def chromium_executable() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
-@dataclass
-class Browser:
-    """Headless Chromium: loads a page once, returns its DOM and saves a screenshot of it.
-
-    ``--virtual-time-budget`` lets a single-page app fetch and render before the capture,
-    without a fixed sleep.
-    """
-
-    executable: str
-    profile_root: Path
-    window: tuple[int, int] = (1440, 900)
-    budget_ms: int = 15000
-
-    def render(self, url: str, screenshot: Path) -> str:
-        """The serialized DOM after the page's scripts ran; the PNG goes to ``screenshot``."""
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        screenshot.unlink(missing_ok=True)
-        profile = self.profile_root / f"chromium-{uuid.uuid4().hex[:8]}"
-        args = [
-            self.executable,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--window-size={self.window[0]},{self.window[1]}",
-            f"--virtual-time-budget={self.budget_ms}",
-            "--dump-dom",
-            f"--screenshot={screenshot}",
-            url,
-        ]
-        try:
-            result = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
-        finally:
-            shutil.rmtree(profile, ignore_errors=True)
-        if result.returncode != 0 or not screenshot.is_file():
-            raise RuntimeError(f"chromium could not render {url}:\n{result.stderr[-2000:]}")
-        return result.stdout

@@ -22,15 +22,14 @@ import jwt
 import pandas as pd
 import pytest
 import requests
+from headless_chromium import Browser, chromium_executable
 from PIL import Image
 from stack_servers import (
     AIRFLOW_USER,
     POSTGRES_DSN,
     AirflowApi,
     AirflowStack,
-    Browser,
     Server,
-    chromium_executable,
     postgres_available,
     postgres_database,
     require,
