@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.calibration import make_calibrator
 from pipeline.config import DatasetSpec
-from pipeline.data import io
+from pipeline.data import flags, io
 from pipeline.data.synthetic import ENTITY_COLUMN, VitalsScenario, generate_vitals
 from pipeline.data.windows import StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class
@@ -69,13 +69,17 @@ def test_streamed_partition_scores_equal_in_memory_scores(
         entities_per_chunk=entities_per_chunk,
     )
 
-    expected = bundle.score_frame(
-        io.to_canonical(days[2], bundle.spec), io.to_canonical(days[1], bundle.spec)
-    )
+    today_rows = io.to_canonical(days[2], bundle.spec)
+    previous_rows = io.to_canonical(days[1], bundle.spec)
+    expected = bundle.score_frame(today_rows, previous_rows)
+    notes = flags.row_flags(today_rows, previous_rows, None, bundle.spec.step, bundle.window)
     written = pd.read_parquet(target)
     assert written["model_version"].eq("7").all()
     pd.testing.assert_frame_equal(
-        written.drop(columns="model_version"), expected, check_dtype=False, rtol=1e-6
+        written.drop(columns="model_version"),
+        flags.annotate(expected, notes),
+        check_dtype=False,
+        rtol=1e-6,
     )
     assert (totals.rows, totals.entities) == (len(days[2]), 5)
     assert totals.anomalies == int(expected["is_anomaly"].sum())
