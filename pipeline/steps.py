@@ -34,20 +34,17 @@ from pipeline.config import (
     Settings,
     parse_date,
 )
+from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
 from pipeline.data import io
 from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
-from pipeline.report import DailyReport, entity_alarms, plotted_entities, rank_entities, render
 from pipeline.scoring import PROFILE_FILE, ModelBundle
 
 log = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.parquet"
-SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.json"
-DAILY_REPORT_FILE = "report.html"
 
 
 class BatchRejected(RuntimeError):
@@ -477,87 +474,6 @@ def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path | None
     if not is_validated(settings, spec.name, previous):
         return None
     return settings.partition("landing", spec.name, previous)
-
-
-def _standardised(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
-    """``timestamp``, ``entity`` and the features as z-scores against the training data."""
-    features = bundle.spec.feature_names
-    standardised = frame[[TIMESTAMP, ENTITY]].copy()
-    standardised[features] = bundle.scaler.transform(frame[features].to_numpy())
-    return standardised
-
-
-def score_landed(
-    bundle: ModelBundle,
-    spec: DatasetSpec,
-    day: dt.date,
-    landing: Path,
-    context: Path | None,
-    out: Path,
-    model_name: str,
-    model_version: str,
-) -> dict:
-    """Stream a validated day to ``out``: scores file, daily report and summary; return it.
-
-    The day is read once, chunk by chunk (:meth:`ModelBundle.score_partition`); each chunk
-    adds to the drift counts and the entity ranking, and the report reads back only its
-    plotted entities, so memory does not grow with the day. The caller holds the partition's
-    lock; each file is written atomically, the summary last.
-    """
-    day_drift = None if bundle.profile is None else monitoring.DriftAccumulator(bundle.profile)
-    alarms_by_entity: list[pd.DataFrame] = []
-
-    def observe(own: pd.DataFrame, scores: pd.DataFrame) -> None:
-        alarms_by_entity.append(entity_alarms(scores, spec.step))
-        if day_drift is not None:
-            day_drift.add(
-                bundle.scaler.transform(own[spec.feature_names].to_numpy()),
-                scores["score"].to_numpy(),
-                bundle.threshold,
-            )
-
-    target = out / SCORES_FILE
-    totals = bundle.score_partition(
-        landing,
-        target,
-        context,
-        constants={"model_name": model_name, "model_version": model_version},
-        spec=spec,
-        observe=observe,
-    )
-    drift = None if day_drift is None else day_drift.report(spec.monitoring.drift_level)
-    ranking = rank_entities(pd.concat(alarms_by_entity, ignore_index=True))
-    plotted = plotted_entities(ranking, spec.monitoring.report_entities)
-    report = DailyReport(
-        dataset=spec.name,
-        date=day.isoformat(),
-        model_name=model_name,
-        model_version=model_version,
-        threshold=bundle.threshold,
-        rows=totals.rows,
-        alarms=totals.anomalies,
-        ranking=ranking,
-        scores=pd.read_parquet(target, filters=[(ENTITY, "in", plotted)]),
-        standardised=_standardised(bundle, io.read_entities(landing, spec, plotted)),
-        drift=drift,
-        entities_plotted=spec.monitoring.report_entities,
-    )
-    io.write_text_atomic(render(report), out / DAILY_REPORT_FILE)
-    summary = {
-        "dataset": spec.name,
-        "date": day.isoformat(),
-        "rows": totals.rows,
-        "entities": totals.entities,
-        "anomalies": totals.anomalies,
-        "anomaly_rate": totals.anomalies / totals.rows,
-        "threshold": bundle.threshold,
-        "model_name": model_name,
-        "model_version": model_version,
-        "flagged_rows": totals.flagged_rows,
-        "drift": None if drift is None else drift.to_dict(),
-    }
-    io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
-    return summary
 
 
 def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
