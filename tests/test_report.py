@@ -17,8 +17,8 @@ from pipeline.monitoring import DriftReport
 from pipeline.report import DailyReport, entity_ranking, render
 
 FEATURES = ["heart_rate", "spo2", "resp_rate"]
-DAY = pd.Timestamp("2026-01-07", tz="UTC")
 STEP = dt.timedelta(minutes=1)
+DAY = pd.Timestamp("2026-01-07", tz="UTC")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
