@@ -237,7 +237,7 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     tracking.register_training_run(
         settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[]
     )
-    tracking.promote(settings, "vitals", "vus_pr", version="1")
+    steps.promote("vitals", version="1", settings=settings)
     landing = settings.home / "data" / "landing" / "vitals"
     previous = DAY - dt.timedelta(days=1)
     land(landing, vitals_day(entities, previous, seed=1), previous)
