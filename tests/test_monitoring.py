@@ -50,7 +50,7 @@ def test_a_discrete_feature_gets_one_bin_per_value() -> None:
 
 def test_a_day_added_chunk_by_chunk_drifts_as_the_whole_day(profile) -> None:
     rng = np.random.default_rng(4)
-    day = rng.standard_normal((3000, 2)) + [0.0, 0.6]
+    day = rng.standard_normal((3000, 2)) + np.array([0.0, 0.6])
     day[::97, 0] = np.nan  # missing readings count in no bin, as in the whole-day measure
     scores = rng.exponential(1.5, 3000)
     accumulator = DriftAccumulator(profile)
