@@ -1,33 +1,41 @@
-"""Score one landed day with a bundle, in this fresh process; print seconds and peak RSS.
+"""Score one landed day as the daily step does, in this fresh process; print seconds and peak RSS.
 
-    python -m benchmarks.score_day BUNDLE_DIR DAY_DIR [--context DIR] --out scores.parquet
+    python -m benchmarks.score_day BUNDLE_DIR DAY_DIR [--context DIR] --out SCORES_DIR
 
-Run by ``benchmarks.speed`` once per day size, so each peak RSS belongs to one size alone.
+The day is scored by :func:`pipeline.daily.score_landed`, the code ``tsad score`` runs once it
+has validated the day and loaded the model: scores, flags, drift, the daily report and the
+summary. Run by ``benchmarks.speed`` once per day size, so each peak RSS belongs to one size
+alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import resource
 import time
 from pathlib import Path
 
+from pipeline.daily import score_landed
 from pipeline.scoring import ModelBundle
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.score_day")
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("day", type=Path)
+    parser.add_argument("day", type=Path, help="a landed partition, <root>/date=YYYY-MM-DD")
     parser.add_argument("--context", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     bundle = ModelBundle.load(args.bundle)
+    day = dt.date.fromisoformat(args.day.name.removeprefix("date="))
     begin = time.perf_counter()
-    totals = bundle.score_partition(args.day, args.out, context=args.context)
+    summary = score_landed(
+        bundle, bundle.spec, day, args.day, args.context, args.out, "benchmark", "1"
+    )
     seconds = time.perf_counter() - begin
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "scored": totals.rows}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "scored": summary["rows"]}))
 
 
 def peak_rss_mb() -> float:

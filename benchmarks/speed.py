@@ -10,8 +10,8 @@ Items (``--only`` takes their names):
 ``score``   a day of 200 entities x 1,440 minutes through ``tsad score`` in-process (read,
             validate, window, score, threshold, write, MLflow) against the model's forward pass
             alone on the same windows. Needs MLflow and Great Expectations.
-``growth``  scoring 1x, 2x, 4x and 8x that day from its partition to a scores file, each in a
-            fresh process: seconds and peak RSS.
+``growth``  scoring 1x, 2x, 4x and 8x that day as the daily step does (scores, flags, drift,
+            report, summary), each in a fresh process: seconds and peak RSS.
 ``input``   share of a training step spent outside the model (batching, host-to-device).
 ``airflow`` the scoring DAG for one day through ``airflow dags test`` against ``tsad score``,
             both as fresh processes. Needs Airflow, MLflow and Great Expectations.
@@ -237,7 +237,7 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     tracking.register_training_run(
         settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[]
     )
-    tracking.promote(settings, "vitals", "vus_pr", version="1")
+    steps.promote("vitals", version="1", settings=settings)
     landing = settings.home / "data" / "landing" / "vitals"
     previous = DAY - dt.timedelta(days=1)
     land(landing, vitals_day(entities, previous, seed=1), previous)
@@ -292,7 +292,7 @@ def bench_growth(root: Path, entities: int, device: str) -> dict:
         context = land(days, vitals_day(entities * factor, previous, seed=1), previous)
         today = land(days, vitals_day(entities * factor, DAY, seed=2), DAY)
         command = [sys.executable, "-m", "benchmarks.score_day", str(bundle_dir), str(today)]
-        command += ["--context", str(context), "--out", str(days / "scores.parquet")]
+        command += ["--context", str(context), "--out", str(days / "scores")]
         threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}  # as in this process
         finished = subprocess.run(
             command, env=os.environ | threads, capture_output=True, text=True, check=True

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.calibration import make_calibrator
-from pipeline.config import DatasetSpec, RunConfig
+from pipeline.config import ENTITY, DatasetSpec, RunConfig
 from pipeline.data import io
 from pipeline.data.synthetic import MINUTES_PER_DAY
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
+from pipeline.monitoring import ReferenceProfile
 from pipeline.scoring import ModelBundle
 
 DAY = dt.date(2026, 3, 2)
@@ -77,5 +78,16 @@ def demo_bundle(device: str, seed: int = 0) -> ModelBundle:
     params = supported_params(run.detector, common) | run.detector_params
     detector = detector_class(run.detector)(**params | {"epochs": 1, "device": device})
     detector.fit(scaled)
-    calibration = make_calibrator("percentile").fit(detector.score(scaled)).to_dict()
-    return ModelBundle(spec, scaler, detector, calibration)
+    scores = detector.score(scaled)
+    calibrator = make_calibrator("percentile").fit(scores)
+    profile = ReferenceProfile.build(
+        spec.feature_names, scaled.values, scores, calibrator.threshold_
+    )
+    return ModelBundle(
+        spec,
+        scaler,
+        detector,
+        calibrator.to_dict(),
+        profile=profile,
+        entities=frozenset(frame[ENTITY].unique()),
+    )

@@ -4,7 +4,8 @@ At training time a :class:`ReferenceProfile` is stored in the model bundle: per-
 bins of the training values and the share of training rows in each, the same for the reference
 scores, and the reference anomaly rate at the calibrated threshold. Each scoring run compares its
 day with it by the population stability index (PSI) per feature and of the scores
-(:func:`drift`).
+(:func:`drift`). A day scored chunk by chunk adds each chunk to a :class:`DriftAccumulator`,
+which keeps only bin counts, so measuring drift needs no more memory for a larger day.
 
 PSI = sum over bins of (day share - reference share) x ln(day share / reference share). The
 usual reading: below 0.1 stable, 0.1 to 0.25 a moderate shift, above 0.25 a shift worth acting on
@@ -51,7 +52,11 @@ class Histogram:
 
     def psi(self, values: np.ndarray) -> float:
         """Population stability index of ``values`` against this reference."""
-        actual = np.maximum(bin_shares(values, self.edges), _MIN_SHARE)
+        return self.psi_of_counts(bin_counts(values, self.edges))
+
+    def psi_of_counts(self, counts: np.ndarray) -> float:
+        """Population stability index of values counted per bin of this reference."""
+        actual = np.maximum(shares_of(counts), _MIN_SHARE)
         expected = np.maximum(self.shares, _MIN_SHARE)
         return float(np.sum((actual - expected) * np.log(actual / expected)))
 
@@ -63,14 +68,22 @@ class Histogram:
         return cls(np.asarray(data["edges"], dtype=np.float64), np.asarray(data["shares"]))
 
 
-def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Share of the finite ``values`` in each bin cut at ``edges``."""
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Number of the finite ``values`` in each bin cut at ``edges``."""
     data = np.asarray(values, dtype=np.float64)
     data = data[np.isfinite(data)]
-    if len(data) == 0:
-        return np.zeros(len(edges) + 1)
-    counts = np.bincount(np.searchsorted(edges, data, side="left"), minlength=len(edges) + 1)
-    return counts / len(data)
+    return np.bincount(np.searchsorted(edges, data, side="left"), minlength=len(edges) + 1)
+
+
+def shares_of(counts: np.ndarray) -> np.ndarray:
+    """Counts per bin as shares of their total (all zero when nothing was counted)."""
+    total = counts.sum()
+    return counts / total if total else np.zeros(len(counts))
+
+
+def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of the finite ``values`` in each bin cut at ``edges``."""
+    return shares_of(bin_counts(values, edges))
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,58 @@ class DriftReport:
         }
 
 
+class DriftAccumulator:
+    """A day's drift measured chunk by chunk: bin counts per feature and of the scores.
+
+    Adding every chunk of a day gives the :class:`DriftReport` that :func:`drift` gives for
+    the whole day at once, while holding only the counts.
+    """
+
+    def __init__(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        self._feature_counts = [
+            np.zeros(len(hist.edges) + 1, dtype=np.int64) for hist in profile.feature_histograms
+        ]
+        self._score_counts = np.zeros(len(profile.score_histogram.edges) + 1, dtype=np.int64)
+        self._rows = 0
+        self._alarms = 0
+
+    def add(self, scaled_values: np.ndarray, scores: np.ndarray, threshold: float) -> None:
+        """Count one chunk: its scaled feature values (rows, features) and its scores."""
+        values = np.asarray(scaled_values)
+        if values.ndim != 2 or values.shape[1] != len(self.profile.features):
+            raise ValueError(
+                f"day values of shape {values.shape} do not match the profile's "
+                f"{len(self.profile.features)} features"
+            )
+        scores = np.asarray(scores, dtype=np.float64)
+        for counts, hist, column in zip(
+            self._feature_counts, self.profile.feature_histograms, values.T, strict=True
+        ):
+            counts += bin_counts(column, hist.edges)
+        self._score_counts += bin_counts(scores, self.profile.score_histogram.edges)
+        self._rows += len(scores)
+        self._alarms += int(np.count_nonzero(scores >= threshold))
+
+    def report(self, level: float) -> DriftReport:
+        """The drift of everything added so far."""
+        return DriftReport(
+            feature_psi={
+                name: hist.psi_of_counts(counts)
+                for name, hist, counts in zip(
+                    self.profile.features,
+                    self.profile.feature_histograms,
+                    self._feature_counts,
+                    strict=True,
+                )
+            },
+            score_psi=self.profile.score_histogram.psi_of_counts(self._score_counts),
+            anomaly_rate=self._alarms / self._rows if self._rows else 0.0,
+            reference_anomaly_rate=self.profile.anomaly_rate,
+            level=level,
+        )
+
+
 def drift(
     profile: ReferenceProfile,
     scaled_values: np.ndarray,
@@ -173,22 +238,6 @@ def drift(
     level: float,
 ) -> DriftReport:
     """PSI of each feature and of the scores of one day against the reference profile."""
-    values = np.asarray(scaled_values)
-    if values.ndim != 2 or values.shape[1] != len(profile.features):
-        raise ValueError(
-            f"day values of shape {values.shape} do not match the profile's "
-            f"{len(profile.features)} features"
-        )
-    scores = np.asarray(scores, dtype=np.float64)
-    return DriftReport(
-        feature_psi={
-            name: hist.psi(column)
-            for name, hist, column in zip(
-                profile.features, profile.feature_histograms, values.T, strict=True
-            )
-        },
-        score_psi=profile.score_histogram.psi(scores),
-        anomaly_rate=float(np.mean(scores >= threshold)) if len(scores) else 0.0,
-        reference_anomaly_rate=profile.anomaly_rate,
-        level=level,
-    )
+    accumulator = DriftAccumulator(profile)
+    accumulator.add(scaled_values, scores, threshold)
+    return accumulator.report(level)

@@ -45,9 +45,11 @@ img { max-width: 100%; }
 class DailyReport:
     """Everything one day's report shows.
 
-    ``scores`` is the scoring output (``timestamp``, ``entity``, ``score``, ``is_anomaly``,
-    ``top_features``, ...); ``standardised`` holds the same rows' feature values as z-scores
-    against the training data (``timestamp``, ``entity``, one column per feature).
+    A day is summarised by its row and alarm counts and its :func:`entity_ranking`, which a
+    scoring run builds chunk by chunk; only the plotted entities' rows are held whole:
+    ``scores`` is their scoring output (``timestamp``, ``entity``, ``score``, ``is_anomaly``,
+    ...), ``standardised`` the same rows' feature values as z-scores against the training data
+    (``timestamp``, ``entity``, one column per feature). Rows of other entities are ignored.
     """
 
     dataset: str
@@ -55,18 +57,21 @@ class DailyReport:
     model_name: str
     model_version: str
     threshold: float
-    step: dt.timedelta
+    rows: int
+    alarms: int
+    ranking: pd.DataFrame
     scores: pd.DataFrame
     standardised: pd.DataFrame
     drift: DriftReport | None
     entities_plotted: int = 3
 
 
-def entity_ranking(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
-    """Entities by time spent in alarm (then peak score), with their most frequent top features.
+def entity_alarms(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
+    """One row per entity of ``scores``, in order of appearance: its time in alarm and drivers.
 
     Columns: ``entity``, ``alarm_minutes``, ``alarm_share``, ``peak_score``, ``top_features``
-    (comma-separated, the features most often named by the entity's alarms).
+    (comma-separated, the features most often named by the entity's alarms). Scores holding
+    whole entities give rows that can be concatenated and ranked with :func:`rank_entities`.
     """
     minutes = pd.Timedelta(step).total_seconds() / 60
     rows = []
@@ -82,10 +87,24 @@ def entity_ranking(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
                 "top_features": ", ".join(name for name, _ in counts.most_common(FEATURES_PLOTTED)),
             }
         )
-    ranking = pd.DataFrame(
+    return pd.DataFrame(
         rows, columns=[ENTITY, "alarm_minutes", "alarm_share", "peak_score", "top_features"]
     )
-    return ranking.sort_values(["alarm_minutes", "peak_score"], ascending=False, ignore_index=True)
+
+
+def rank_entities(alarms: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :func:`entity_alarms` by time spent in alarm, then peak score."""
+    return alarms.sort_values(["alarm_minutes", "peak_score"], ascending=False, ignore_index=True)
+
+
+def entity_ranking(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
+    """Entities by time spent in alarm (then peak score), with their most frequent top features."""
+    return rank_entities(entity_alarms(scores, step))
+
+
+def plotted_entities(ranking: pd.DataFrame, count: int) -> list[str]:
+    """The ``count`` highest-ranked entities that were in alarm: those the report plots."""
+    return ranking.loc[ranking["alarm_minutes"] > 0, ENTITY].head(count).tolist()
 
 
 def plot_entity(
@@ -150,8 +169,7 @@ def _table(frame: pd.DataFrame, over: pd.Series | None = None) -> str:
 
 
 def _summary(report: DailyReport) -> str:
-    scores = report.scores
-    rate = float(scores["is_anomaly"].mean()) if len(scores) else 0.0
+    rate = report.alarms / report.rows if report.rows else 0.0
     reference = "n/a (model has no reference profile)"
     if report.drift is not None:
         reference = f"{report.drift.reference_anomaly_rate:.2%}"
@@ -159,9 +177,9 @@ def _summary(report: DailyReport) -> str:
         [
             ("model", f"{report.model_name} version {report.model_version}"),
             ("threshold", f"{report.threshold:.6g}"),
-            ("rows scored", f"{len(scores):,}"),
-            ("entities", f"{scores[ENTITY].nunique():,}"),
-            ("alarms", f"{int(scores['is_anomaly'].sum()):,}"),
+            ("rows scored", f"{report.rows:,}"),
+            ("entities", f"{len(report.ranking):,}"),
+            ("alarms", f"{report.alarms:,}"),
             ("anomaly rate today", f"{rate:.2%}"),
             ("anomaly rate at calibration (reference days)", reference),
         ],
@@ -192,8 +210,9 @@ def _drift_section(drift: DriftReport | None) -> str:
     return "<h2>Drift</h2>" + banner + _table(table, table["PSI"] > drift.level)
 
 
-def _entity_sections(report: DailyReport, ranking: pd.DataFrame) -> str:
-    alarmed = ranking[ranking["alarm_minutes"] > 0].head(report.entities_plotted)
+def _entity_sections(report: DailyReport) -> str:
+    plotted = plotted_entities(report.ranking, report.entities_plotted)
+    alarmed = report.ranking[report.ranking[ENTITY].isin(plotted)]
     if alarmed.empty:
         return "<h2>Top entities</h2><p>No alarms today.</p>"
     values = report.standardised.set_index([ENTITY, TIMESTAMP])
@@ -222,8 +241,8 @@ def _entity_sections(report: DailyReport, ranking: pd.DataFrame) -> str:
 
 def render(report: DailyReport) -> str:
     """The report as one self-contained HTML document."""
-    ranking = entity_ranking(report.scores, report.step)
     title = f"Daily anomaly report: {report.dataset} {report.date}"
+    ranking = report.ranking
     shown = ranking.assign(alarm_share=ranking["alarm_share"].map("{:.1%}".format))
     return (
         "<!DOCTYPE html>\n"
@@ -234,6 +253,6 @@ def render(report: DailyReport) -> str:
         + _drift_section(report.drift)
         + "<h2>Entities ranked by time in alarm</h2>"
         + _table(shown)
-        + _entity_sections(report, ranking)
+        + _entity_sections(report)
         + "</body></html>\n"
     )

@@ -5,8 +5,9 @@ writes it, MLflow ships it inside the pyfunc model, and scoring applies it to a 
 the previous day's tail supplies window context so every row of the day gets a score, and
 entities are scored in chunks so memory stays bounded however many a day holds (a landed day
 is streamed from disk chunk by chunk, never read whole). Every alarm names the features that
-drive it. The reference profile (training-time statistics, see ``pipeline.monitoring``) is
-optional: bundles from before it existed still score.
+drive it, and a streamed day's rows carry the policy flags of :mod:`pipeline.data.flags`. The
+reference profile (training-time statistics, see ``pipeline.monitoring``) is optional: bundles
+from before it existed still score.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from pipeline import attribution
 from pipeline.calibration import calibrator_from_dict
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
-from pipeline.data import io
+from pipeline.data import flags, io
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
@@ -46,6 +48,8 @@ ENTITIES_FILE = "entities.json"
 # memory does not grow with a day that holds thousands.
 ENTITIES_PER_CHUNK = 64
 _OWN_ROW = "__tsad_own_row"
+# Called with each streamed chunk's canonical rows as landed and their scores.
+ChunkObserver = Callable[[pd.DataFrame, pd.DataFrame], None]
 
 
 def entity_chunks(entities: np.ndarray, size: int) -> list[np.ndarray]:
@@ -55,6 +59,23 @@ def entity_chunks(entities: np.ndarray, size: int) -> list[np.ndarray]:
     return [entities[begin : begin + size] for begin in range(0, len(entities), size)]
 
 
+def scores_schema(constants: Iterable[str]) -> pa.Schema:
+    """The scores file's columns: :data:`SCORE_COLUMNS`, text ``constants``, then ``flags``."""
+    return pa.schema(
+        [
+            pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC")),
+            pa.field(ENTITY, pa.string()),
+            pa.field("score", pa.float64()),
+            pa.field("threshold", pa.float64()),
+            pa.field("is_anomaly", pa.bool_()),
+            pa.field("top_features", pa.list_(pa.string())),
+            pa.field("contributions", pa.list_(pa.float64())),
+            *(pa.field(name, pa.string()) for name in constants),
+            pa.field(flags.FLAGS, pa.string()),
+        ]
+    )
+
+
 @dataclass
 class PartitionScores:
     """Counts of a day scored by :meth:`ModelBundle.score_partition`."""
@@ -62,6 +83,7 @@ class PartitionScores:
     rows: int
     entities: int
     anomalies: int
+    flagged_rows: dict[str, int]
 
 
 class ModelMismatchError(ValueError):
@@ -169,29 +191,43 @@ class ModelBundle:
         context: Path | None = None,
         constants: dict[str, str] | None = None,
         entities_per_chunk: int = ENTITIES_PER_CHUNK,
+        spec: DatasetSpec | None = None,
+        observe: ChunkObserver | None = None,
     ) -> PartitionScores:
         """Stream a landed day from ``day`` to a scores file at ``target``, in bounded memory.
 
         The day (and the ``context`` partition before it) is regrouped into chunks of
-        ``entities_per_chunk`` whole entities on disk, then each chunk is scored and appended
-        to ``target``, so peak memory is one chunk whatever the number of entities. The rows
-        equal :meth:`score_frame`'s on the same data, plus the ``constants`` columns.
+        ``entities_per_chunk`` whole entities on disk, then each chunk is scored, flagged and
+        appended to ``target``, so peak memory is one chunk whatever the number of entities.
+        The rows equal :meth:`score_frame`'s on the same data, plus the ``constants`` columns
+        and the ``flags`` column. Partitions are read with ``spec`` (the dataset's current
+        spec; the bundle's by default). ``observe`` sees each chunk's rows and scores, so a
+        caller can summarise the day without holding it.
         """
-        chunks = entity_chunks(io.partition_entities(day, self.spec), entities_per_chunk)
+        spec = spec or self.spec
+        constants = constants or {}
+        chunks = entity_chunks(io.partition_entities(day, spec), entities_per_chunk)
         sources = [day] if context is None else [day, context]
-        totals = PartitionScores(rows=0, entities=0, anomalies=0)
+        totals = PartitionScores(rows=0, entities=0, anomalies=0, flagged_rows={})
         with (
             tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
-            io.parquet_writer_atomic(target) as append,
+            io.parquet_writer_atomic(target, scores_schema(constants)) as append,
         ):
-            for rows in io.regroup_by_entity(sources, self.spec, chunks, Path(spill)):
+            for rows in io.regroup_by_entity(sources, spec, chunks, Path(spill)):
                 own = rows[rows[io.PARTITION] == 0]
                 earlier = rows[rows[io.PARTITION] == 1]
                 scores = self._score_entities(own, self._context_tail(earlier))
-                append(scores.assign(**(constants or {})))
+                notes = flags.row_flags(own, earlier, self.entities, spec.step, self.window)
+                scores = flags.annotate(scores.assign(**constants), notes)
+                append(scores)
+                if observe is not None:
+                    observe(own, scores)
                 totals.rows += len(scores)
                 totals.entities += scores[ENTITY].nunique()
                 totals.anomalies += int(scores["is_anomaly"].sum())
+                for name, count in flags.counts(scores[flags.FLAGS]).items():
+                    totals.flagged_rows[name] = totals.flagged_rows.get(name, 0) + count
+        totals.flagged_rows = dict(sorted(totals.flagged_rows.items()))
         return totals
 
     def _score_entities(self, own: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:

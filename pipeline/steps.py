@@ -19,7 +19,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,23 +34,17 @@ from pipeline.config import (
     Settings,
     parse_date,
 )
-from pipeline.data import flags, io
+from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
+from pipeline.data import io
 from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
-from pipeline.report import DailyReport, render
 from pipeline.scoring import PROFILE_FILE, ModelBundle
-
-if TYPE_CHECKING:
-    from pipeline.tracking import LoadedModel
 
 log = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.parquet"
-SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.json"
-DAILY_REPORT_FILE = "report.html"
 
 
 class BatchRejected(RuntimeError):
@@ -475,49 +468,12 @@ def promote(
 # --- scoring ------------------------------------------------------------------------------
 
 
-def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame | None:
-    """The previous day, when it landed and passed validation: window context for today."""
+def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path | None:
+    """The previous day's partition, when it landed and passed validation: context for today."""
     previous = day - dt.timedelta(days=1)
     if not is_validated(settings, spec.name, previous):
         return None
-    landing = settings.partition("landing", spec.name, previous)
-    return io.to_canonical(io.read_partition(landing), spec)
-
-
-def _report_day(
-    model: LoadedModel,
-    spec: DatasetSpec,
-    day: dt.date,
-    frame: pd.DataFrame,
-    scores: pd.DataFrame,
-    out: Path,
-) -> tuple[Path, monitoring.DriftReport | None]:
-    """Measure the day's drift (when the model has a reference profile) and write its report."""
-    bundle = model.bundle
-    standardised = frame[[TIMESTAMP, ENTITY]].copy()
-    standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
-    day_drift = None
-    if bundle.profile is not None:
-        day_drift = monitoring.drift(
-            bundle.profile,
-            standardised[spec.feature_names].to_numpy(),
-            scores["score"].to_numpy(),
-            bundle.threshold,
-            spec.monitoring.drift_level,
-        )
-    report = DailyReport(
-        dataset=spec.name,
-        date=day.isoformat(),
-        model_name=model.name,
-        model_version=model.version,
-        threshold=bundle.threshold,
-        step=spec.step,
-        scores=scores,
-        standardised=standardised,
-        drift=day_drift,
-        entities_plotted=spec.monitoring.report_entities,
-    )
-    return io.write_text_atomic(render(report), out / DAILY_REPORT_FILE), day_drift
+    return settings.partition("landing", spec.name, previous)
 
 
 def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -> str:
@@ -534,35 +490,17 @@ def score(dataset: str, date: str | dt.date, settings: Settings | None = None) -
     spec = DatasetSpec.load(dataset)
     model = tracking.load_production_model(settings, dataset)
     model.bundle.check_compatible(spec)
-    frame = load_day(settings, spec, day)
+    landing = validated_landing(settings, spec, day)
     context = _context(settings, spec, day)
-    scores = model.bundle.score_frame(frame, context)
-    scores["model_name"] = model.name
-    scores["model_version"] = model.version
-    notes = flags.row_flags(frame, context, model.bundle.entities, spec.step, model.bundle.window)
-    scores = flags.annotate(scores, notes)
     out = settings.partition("scores", dataset, day)
     with io.exclusive_partition(out):
-        target = io.write_parquet_atomic(scores, out / SCORES_FILE)
-        report_path, day_drift = _report_day(model, spec, day, frame, scores, out)
-        summary = {
-            "dataset": dataset,
-            "date": day.isoformat(),
-            "rows": len(scores),
-            "entities": int(scores[ENTITY].nunique()),
-            "anomalies": int(scores["is_anomaly"].sum()),
-            "anomaly_rate": float(scores["is_anomaly"].mean()),
-            "threshold": model.bundle.threshold,
-            "model_name": model.name,
-            "model_version": model.version,
-            "flagged_rows": flags.counts(scores[flags.FLAGS]),
-            "drift": None if day_drift is None else day_drift.to_dict(),
-        }
-        io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
+        summary = score_landed(
+            model.bundle, spec, day, landing, context, out, model.name, model.version
+        )
     tracking.log_scoring_run(
-        settings, dataset, day.isoformat(), model, summary, artifacts=[report_path]
+        settings, dataset, day.isoformat(), model, summary, artifacts=[out / DAILY_REPORT_FILE]
     )
-    return str(target)
+    return str(out / SCORES_FILE)
 
 
 def drift_status(scores_path: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.monitoring import Histogram, ReferenceProfile, drift
+from pipeline.monitoring import DriftAccumulator, Histogram, ReferenceProfile, drift
 
 FEATURES = ("heart_rate", "spo2")
 
@@ -46,6 +46,19 @@ def test_a_discrete_feature_gets_one_bin_per_value() -> None:
     histogram = Histogram.of(np.repeat([0.0, 1.0, 2.0], [50, 30, 20]))
     np.testing.assert_allclose(histogram.shares, [0.5, 0.3, 0.2])
     assert histogram.psi(np.repeat([0.0, 1.0, 2.0], [5, 3, 2])) == pytest.approx(0.0)
+
+
+def test_a_day_added_chunk_by_chunk_drifts_as_the_whole_day(profile) -> None:
+    rng = np.random.default_rng(4)
+    day = rng.standard_normal((3000, 2)) + np.array([0.0, 0.6])
+    day[::97, 0] = np.nan  # missing readings count in no bin, as in the whole-day measure
+    scores = rng.exponential(1.5, 3000)
+    accumulator = DriftAccumulator(profile)
+    for rows in np.array_split(np.arange(3000), [5, 1200, 1201, 2999]):
+        accumulator.add(day[rows], scores[rows], 3.0)
+    whole = drift(profile, day, scores, 3.0, 0.25)
+    assert accumulator.report(0.25) == whole
+    assert whole.drifted_features == ["spo2"]
 
 
 def test_the_profile_round_trips_through_json(profile, tmp_path) -> None:

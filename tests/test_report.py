@@ -15,6 +15,7 @@ from pipeline.monitoring import DriftReport
 from pipeline.report import DailyReport, entity_ranking, render
 
 FEATURES = ["heart_rate", "spo2", "resp_rate"]
+STEP = dt.timedelta(minutes=1)
 DAY = pd.Timestamp("2026-01-07", tz="UTC")
 
 
@@ -61,14 +62,17 @@ def report() -> DailyReport:
         reference_anomaly_rate=0.01,
         level=0.25,
     )
+    scores = pd.concat([scores for scores, _ in parts], ignore_index=True)
     return DailyReport(
         dataset="vitals",
         date="2026-01-07",
         model_name="tsad-vitals",
         model_version="4",
         threshold=1.0,
-        step=dt.timedelta(minutes=1),
-        scores=pd.concat([scores for scores, _ in parts], ignore_index=True),
+        rows=len(scores),
+        alarms=int(scores["is_anomaly"].sum()),
+        ranking=entity_ranking(scores, STEP),
+        scores=scores,
         standardised=pd.concat([values for _, values in parts], ignore_index=True),
         drift=drift,
         entities_plotted=3,
@@ -76,7 +80,7 @@ def report() -> DailyReport:
 
 
 def test_entities_are_ranked_by_time_in_alarm(report) -> None:
-    ranking = entity_ranking(report.scores, report.step)
+    ranking = entity_ranking(report.scores, STEP)
     assert ranking["entity"].tolist() == ["bed 3 <icu>", "bed 1", "bed 2"]
     assert ranking["alarm_minutes"].tolist() == [30.0, 10.0, 0.0]
     assert ranking["top_features"].iloc[0].startswith("spo2")

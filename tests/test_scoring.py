@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import daily, monitoring
 from pipeline.calibration import make_calibrator
 from pipeline.config import DatasetSpec
-from pipeline.data import io
+from pipeline.data import flags, io
 from pipeline.data.synthetic import ENTITY_COLUMN, VitalsScenario, generate_vitals
 from pipeline.data.windows import StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class
+from pipeline.monitoring import ReferenceProfile
+from pipeline.report import DailyReport, entity_ranking, render
 from pipeline.scoring import ModelBundle
 
 START = dt.date(2026, 1, 1)
@@ -69,13 +75,17 @@ def test_streamed_partition_scores_equal_in_memory_scores(
         entities_per_chunk=entities_per_chunk,
     )
 
-    expected = bundle.score_frame(
-        io.to_canonical(days[2], bundle.spec), io.to_canonical(days[1], bundle.spec)
-    )
+    today_rows = io.to_canonical(days[2], bundle.spec)
+    previous_rows = io.to_canonical(days[1], bundle.spec)
+    expected = bundle.score_frame(today_rows, previous_rows)
+    notes = flags.row_flags(today_rows, previous_rows, None, bundle.spec.step, bundle.window)
     written = pd.read_parquet(target)
     assert written["model_version"].eq("7").all()
     pd.testing.assert_frame_equal(
-        written.drop(columns="model_version"), expected, check_dtype=False, rtol=1e-6
+        written.drop(columns="model_version"),
+        flags.annotate(expected, notes),
+        check_dtype=False,
+        rtol=1e-6,
     )
     assert (totals.rows, totals.entities) == (len(days[2]), 5)
     assert totals.anomalies == int(expected["is_anomaly"].sum())
@@ -105,3 +115,108 @@ def test_streaming_reads_only_the_columns_a_model_needs(
     assert io.partition_entities(partition, spec).tolist() == sorted(
         days[2][ENTITY_COLUMN].unique()
     )
+
+
+def in_memory_day(
+    bundle: ModelBundle, today: Path, previous: Path, out: Path
+) -> tuple[pd.DataFrame, dict, str]:
+    """Scores, summary and report of a day held whole in memory: what streaming must equal."""
+    spec = bundle.spec
+    frame = io.to_canonical(io.read_partition(today), spec)
+    context = io.to_canonical(io.read_partition(previous), spec)
+    scores = bundle.score_frame(frame, context).assign(model_name="tsad-vitals", model_version="3")
+    notes = flags.row_flags(frame, context, bundle.entities, spec.step, bundle.window)
+    scores = flags.annotate(scores, notes)
+    standardised = frame[["timestamp", "entity"]].copy()
+    standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
+    day_drift = monitoring.drift(
+        bundle.profile,
+        standardised[spec.feature_names].to_numpy(),
+        scores["score"].to_numpy(),
+        bundle.threshold,
+        spec.monitoring.drift_level,
+    )
+    page = render(
+        DailyReport(
+            dataset=spec.name,
+            date=START.isoformat(),
+            model_name="tsad-vitals",
+            model_version="3",
+            threshold=bundle.threshold,
+            rows=len(scores),
+            alarms=int(scores["is_anomaly"].sum()),
+            ranking=entity_ranking(scores, spec.step),
+            scores=scores,
+            standardised=standardised,
+            drift=day_drift,
+            entities_plotted=spec.monitoring.report_entities,
+        )
+    )
+    summary = {
+        "dataset": spec.name,
+        "date": START.isoformat(),
+        "rows": len(scores),
+        "entities": int(scores["entity"].nunique()),
+        "anomalies": int(scores["is_anomaly"].sum()),
+        "anomaly_rate": float(scores["is_anomaly"].mean()),
+        "threshold": bundle.threshold,
+        "model_name": "tsad-vitals",
+        "model_version": "3",
+        "flagged_rows": flags.counts(scores[flags.FLAGS]),
+        "drift": day_drift.to_dict(),
+    }
+    return pd.read_parquet(io.write_parquet_atomic(scores, out / "scores.parquet")), summary, page
+
+
+def test_the_streamed_scoring_step_equals_the_day_scored_in_memory(
+    tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle
+) -> None:
+    """Rows, flags, attributions, summary (drift included) and report, chunk by chunk."""
+    previous_day, today_day = days[1], days[2].reset_index(drop=True)
+    patients = sorted(today_day[ENTITY_COLUMN].unique())
+    # The last patient is new today (no context, unseen in training), the first lost an hour
+    # of readings (a gap), and two of the second's rows landed swapped (out of order).
+    previous_day = previous_day[previous_day[ENTITY_COLUMN] != patients[-1]]
+    first = today_day.index[today_day[ENTITY_COLUMN] == patients[0]]
+    today_day = today_day.drop(first[600:660])
+    second = today_day.index[today_day[ENTITY_COLUMN] == patients[1]]
+    order = today_day.index.to_numpy().copy()
+    swap = [order.tolist().index(second[100]), order.tolist().index(second[101])]
+    order[swap] = order[swap[::-1]]
+    today_day = today_day.loc[order]
+    day_rows = io.to_canonical(today_day, bundle.spec)
+    scaled = bundle.scaler.transform(day_rows[bundle.spec.feature_names].to_numpy())
+    model = replace(
+        bundle,
+        profile=ReferenceProfile.build(
+            bundle.spec.feature_names, scaled, bundle.score_segments(day_rows), bundle.threshold
+        ),
+        entities=frozenset(patients[:-1]),
+    )
+    model.score_partition = partial(ModelBundle.score_partition, model, entities_per_chunk=2)
+    today = landed(tmp_path / "today", today_day, parts=3)
+    previous = landed(tmp_path / "previous", previous_day, parts=2)
+
+    summary = daily.score_landed(
+        model, model.spec, START, today, previous, tmp_path / "out", "tsad-vitals", "3"
+    )
+
+    scores, expected_summary, expected_page = in_memory_day(
+        model, today, previous, tmp_path / "memory"
+    )
+    assert (
+        scores["is_anomaly"].any()
+        and (scores["is_anomaly"].groupby(scores["entity"]).sum() > 0).sum() > 1
+    )
+    assert set(expected_summary["flagged_rows"]) == {
+        flags.OUT_OF_ORDER,
+        flags.UNSEEN_ENTITY,
+        flags.AFTER_GAP,
+    }
+    # Streamed scores keep nanosecond timestamps, whatever unit the landed files used.
+    expected_scores = scores.assign(timestamp=scores["timestamp"].dt.as_unit("ns"))
+    written = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    pd.testing.assert_frame_equal(written, expected_scores)
+    assert summary == expected_summary
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == expected_summary
+    assert (tmp_path / "out" / "report.html").read_text() == expected_page

@@ -153,6 +153,18 @@ def partition_entities(directory: Path, spec: DatasetSpec) -> np.ndarray:
     return np.array(sorted(seen), dtype=object)
 
 
+def read_entities(directory: Path, spec: DatasetSpec, entities: Sequence[str]) -> pd.DataFrame:
+    """Canonical rows of a partition's ``entities`` only, streamed: the rest is never held."""
+    wanted = list(entities)
+    parts = [
+        frame[frame[ENTITY].isin(wanted)]
+        for frame in (
+            to_canonical(raw, spec) for raw in read_batches(directory, scoring_columns(spec))
+        )
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
 def _chunk_schema(spec: DatasetSpec) -> pa.Schema:
     return pa.schema(
         [
@@ -207,15 +219,21 @@ def regroup_by_entity(
 
 
 @contextlib.contextmanager
-def parquet_writer_atomic(target: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
-    """Append frames of one schema to ``target``; it appears complete, or not at all, at exit."""
+def parquet_writer_atomic(
+    target: Path, schema: pa.Schema
+) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """Append frames to ``target`` as ``schema``; it appears complete, or not at all, at exit.
+
+    The schema is explicit because a frame's own may differ from chunk to chunk (a list
+    column that holds only ``None`` in one chunk has no element type to infer).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     writer: pq.ParquetWriter | None = None
 
     def append(frame: pd.DataFrame) -> None:
         nonlocal writer
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
         if writer is None:
             writer = pq.ParquetWriter(temporary, table.schema)
         writer.write_table(table)
