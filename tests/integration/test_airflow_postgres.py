@@ -107,7 +107,11 @@ def stack_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
 def assert_succeeded(run: StackRun, dag_run: dict) -> None:
     states = run.api.task_states(dag_run["dag_id"], dag_run["dag_run_id"])
     assert dag_run["state"] == "success", f"task states {states}; logs under {run.stack.home}"
-    assert set(states.values()) == {"success"}, states
+    # A day without drift skips the task that would signal it; every other task succeeds.
+    expected = {task: "success" for task in states} | (
+        {"signal_drift": "skipped"} if "signal_drift" in states else {}
+    )
+    assert states == expected
 
 
 def test_the_api_refuses_requests_without_valid_credentials(stack_run: StackRun):
