@@ -3,7 +3,8 @@
 Each server runs from this virtual environment's ``bin/`` in its own process group, writes to a
 log file that failures quote, and is stopped by its process id. Airflow runs as it is deployed
 (LocalExecutor on PostgreSQL; scheduler, dag-processor and api-server as separate processes),
-MLflow serves the test's own store, and headless Chromium renders both UIs.
+MLflow serves the test's own store, and headless Chromium renders both UIs. A test that restarts
+PostgreSQL gets a private server of its own (:func:`private_postgres`), never the shared one.
 """
 
 from __future__ import annotations
@@ -163,11 +164,13 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     shutil.chown(data_dir, POSTGRES_OS_USER, POSTGRES_OS_USER)
     server = PrivatePostgres(data_dir, free_port())
     try:
-        subprocess.run(
+        result = subprocess.run(
             ["runuser", "-u", POSTGRES_OS_USER, "--", str(initdb), "--pgdata", str(data_dir),
              "--auth", "trust", "--username", POSTGRES_OS_USER, "--no-sync"],
-            capture_output=True, check=True,
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb into {data_dir} failed:\n{result.stderr[-3000:]}")
         server.start()
         try:
             yield server
