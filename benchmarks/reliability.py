@@ -9,8 +9,9 @@ non-zero when any case fails. "Data lost" counts landed rows that are neither un
 nor scored, plus scored rows that differ from an undisturbed run's.
 
 Each case is a :class:`Case` in :data:`CASES`: a name, the expected handling in words, and a
-function of the :class:`Lab` returning an :class:`Outcome`. Cases that need more of the stack
-(a database restart under Airflow, say) are added the same way.
+function of the :class:`Lab` returning an :class:`Outcome`. A PostgreSQL restart under a
+running Airflow DAG needs the whole Airflow stack, so it is a test instead:
+``tests/integration/test_postgres_restart.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each server runs from this virtual environment's ``bin/`` in its own process group, writes to a
 log file that failures quote, and is stopped by its process id. Airflow runs as it is deployed
 (LocalExecutor on PostgreSQL; scheduler, dag-processor and api-server as separate processes),
-MLflow serves the test's own store, and headless Chromium renders both UIs.
+MLflow serves the test's own store, and headless Chromium renders both UIs. A test that restarts
+PostgreSQL gets a private server of its own (:func:`private_postgres`), never the shared one.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -87,6 +90,94 @@ def postgres_database(prefix: str) -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+POSTGRES_BIN = Path(os.environ.get("TSAD_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+POSTGRES_OS_USER = "postgres"
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own, so a fault injected into it disturbs nobody else."""
+
+    data_dir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{POSTGRES_OS_USER}@{HOST}:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        """``pg_ctl`` as the ``postgres`` OS user (the server refuses to run as root)."""
+        command = [str(POSTGRES_BIN / "pg_ctl"), "--wait", "--pgdata", str(self.data_dir), *args]
+        result = subprocess.run(
+            ["runuser", "-u", POSTGRES_OS_USER, "--", *command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            raise RuntimeError(f"pg_ctl {args[0]} failed: {result.stderr}\n{log}")
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def start(self) -> None:
+        """Serve on 127.0.0.1 only, with the socket in the data directory (no shared paths).
+
+        The server logs to a file: writing to ``pg_ctl``'s own pipes would keep them open.
+        """
+        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses={HOST} -c fsync=off"
+        self.pg_ctl("start", "--log", str(self.log), "--options", options)
+
+    def client_connections(self) -> int:
+        """Other clients' open sessions: the ones a restart drops."""
+        query = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        with (
+            contextlib.closing(psycopg2.connect(self.url)) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(query)
+            return cursor.fetchone()[0]
+
+    def restart(self) -> None:
+        """The fault: a fast restart drops every client connection, as a failover does."""
+        self.pg_ctl("restart", "--mode", "fast", "--log", str(self.log))
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """``initdb`` into a fresh directory, serve it on a free port with trust auth, stop, delete.
+
+    The directory lies outside pytest's root-only tmp tree because the ``postgres`` user owns
+    it.
+    """
+    initdb = POSTGRES_BIN / "initdb"
+    require(initdb.exists(), f"PostgreSQL server binaries are not installed ({initdb})")
+    data_dir = Path(tempfile.mkdtemp(prefix="tsad-private-postgres-"))
+    shutil.chown(data_dir, POSTGRES_OS_USER, POSTGRES_OS_USER)
+    server = PrivatePostgres(data_dir, free_port())
+    try:
+        result = subprocess.run(
+            ["runuser", "-u", POSTGRES_OS_USER, "--", str(initdb), "--pgdata", str(data_dir),
+             "--auth", "trust", "--username", POSTGRES_OS_USER, "--no-sync"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb into {data_dir} failed:\n{result.stderr[-3000:]}")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.pg_ctl("stop", "--mode", "fast")
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -315,9 +406,12 @@ class AirflowApi:
     def run(self, dag_id: str, run_id: str) -> dict:
         return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return self.request("GET", path).json()["task_instances"]
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        instances = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
-        return {item["task_id"]: item["state"] for item in instances["task_instances"]}
+        return {item["task_id"]: item["state"] for item in self.task_instances(dag_id, run_id)}
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
         """The run once it is ``success`` or ``failed``, within ``timeout`` seconds."""
