@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prerequisites import require
 
 from pipeline.config import Settings
 
@@ -37,8 +37,8 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """``../shared/datasets``: skipped in a user's fresh clone, required in CI."""
-    if not SHARED_DATASETS.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{SHARED_DATASETS} is missing, and CI always provides it")
-        pytest.skip(f"{SHARED_DATASETS} not present (clone ../shared beside the repository)")
+    require(
+        SHARED_DATASETS.is_dir(),
+        f"{SHARED_DATASETS} not present (clone ../shared beside the repository)",
+    )
     return SHARED_DATASETS

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from prerequisites import require
+
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -67,3 +69,10 @@ class Browser:
         if result.returncode != 0 or not screenshot.is_file():
             raise RuntimeError(f"chromium could not render {url}:\n{result.stderr[-2000:]}")
         return result.stdout
+
+
+def headless_browser(profile_root: Path, budget_ms: int = 15000) -> Browser:
+    """A :class:`Browser`, or the calling test skipped (failed in CI) when Chromium is missing."""
+    executable = chromium_executable()
+    require(executable is not None, "headless Chromium is not installed (apt-get install chromium)")
+    return Browser(executable, profile_root, budget_ms=budget_ms)

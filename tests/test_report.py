@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from headless_chromium import Browser, chromium_executable
+from headless_chromium import Browser, headless_browser
 
 from pipeline.monitoring import DriftReport
 from pipeline.report import DailyReport, entity_ranking, render
@@ -96,12 +95,7 @@ def test_the_report_marks_drift_and_escapes_names(report) -> None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Browser:
-    executable = chromium_executable()
-    if executable is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing, and CI installs it (.ci/run)")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return Browser(executable, tmp_path_factory.mktemp("chromium"), budget_ms=10000)
+    return headless_browser(tmp_path_factory.mktemp("chromium"), budget_ms=10000)
 
 
 def test_a_headless_browser_renders_headings_and_decodes_every_image(

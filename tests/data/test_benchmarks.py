@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from prerequisites import require
 
 from pipeline.config import ENTITY, LABEL, TIMESTAMP
 from pipeline.data.benchmarks import (
@@ -27,12 +27,8 @@ DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 @pytest.fixture(scope="module")
 def datasets() -> Path:
     """The shared data: skipped where it is absent, except in CI, which must have it."""
-    if DATASETS.is_dir():
-        return DATASETS
-    reason = f"shared benchmark data not found at {DATASETS}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require(DATASETS.is_dir(), f"shared benchmark data not found at {DATASETS}")
+    return DATASETS
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
-import pytest
 import requests
+from prerequisites import require
 
 from pipeline.config import Settings
 from pipeline.orchestration import airflow_environment
@@ -36,15 +36,6 @@ VENV_BIN = Path(sys.executable).parent
 POSTGRES_DSN = os.environ.get("TSAD_TEST_POSTGRES", "host=127.0.0.1 port=5432 user=postgres")
 HOST = "127.0.0.1"
 AIRFLOW_USER = "tsad-admin"
-
-
-def require(available: bool, reason: str) -> None:
-    """Skip a test whose service is missing on a user's machine; fail instead in CI."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}, and CI always provides it")
-    pytest.skip(reason)
 
 
 def free_port() -> int:

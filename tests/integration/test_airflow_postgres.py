@@ -22,8 +22,9 @@ import jwt
 import pandas as pd
 import pytest
 import requests
-from headless_chromium import Browser, chromium_executable
+from headless_chromium import Browser, headless_browser
 from PIL import Image
+from prerequisites import require
 from stack_servers import (
     AIRFLOW_USER,
     POSTGRES_DSN,
@@ -32,7 +33,6 @@ from stack_servers import (
     Server,
     postgres_available,
     postgres_database,
-    require,
     start_mlflow_server,
 )
 
@@ -158,9 +158,7 @@ def test_scoring_dag_run_scores_its_data_interval_with_the_production_model(
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Browser:
-    executable = chromium_executable()
-    require(executable is not None, "headless Chromium is not installed (apt-get install chromium)")
-    return Browser(executable, tmp_path_factory.mktemp("chromium"))
+    return headless_browser(tmp_path_factory.mktemp("chromium"))
 
 
 @pytest.fixture(scope="module")

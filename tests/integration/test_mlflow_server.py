@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
+from prerequisites import require
 from stack_servers import (
     HOST,
     POSTGRES_DSN,
@@ -25,7 +26,6 @@ from stack_servers import (
     free_port,
     postgres_available,
     postgres_database,
-    require,
 )
 
 from pipeline import steps, tracking
