@@ -93,6 +93,23 @@ def test_associations_are_distributions_and_the_prior_is_the_papers_gaussian() -
     torch.testing.assert_close(prior[0, 0], gaussian / gaussian.sum(dim=-1, keepdim=True))
 
 
+def test_a_narrow_prior_equals_the_papers_gaussian_where_its_exponent_underflows() -> None:
+    """The exponent is floored for speed where exp underflows float32; the prior must not move."""
+    attention = AnomalyAttention(d_model=8, n_heads=2)
+    with torch.no_grad():
+        attention.sigma.weight.zero_()
+        attention.sigma.bias.fill_(-1.0)  # sigma about 0.02: exponents down to -1e5
+    steps = torch.arange(WINDOW, dtype=torch.float32)
+    squared = (steps[:, None] - steps[None, :]) ** 2
+    _, _, prior = attention(torch.randn(2, WINDOW, 8), squared)
+
+    sigma = 3 ** (1 / (1 + math.exp(5.0)) + 1e-5) - 1
+    exact = torch.exp(-squared.double() / (2 * sigma**2))
+    exact = exact / exact.sum(dim=-1, keepdim=True)
+    assert (-squared.max() / (2 * sigma**2)) < math.log(torch.finfo(torch.float32).tiny)
+    torch.testing.assert_close(prior[0, 0].double(), exact, rtol=0, atol=1e-30)
+
+
 def test_distance_table_is_a_buffer_built_once_and_not_saved() -> None:
     _, module = tiny_model()
     table = module.squared_distances
