@@ -233,7 +233,7 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     from pipeline.config import Settings
 
     settings = Settings.from_env()
-    bundle_dir = demo_bundle(device).save(root / "bundle")
+    bundle_dir = demo_bundle(device, entities).save(root / "bundle")
     tracking.register_training_run(
         settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[]
     )
@@ -284,7 +284,7 @@ def bench_growth(root: Path, entities: int, device: str) -> dict:
     """Each size in a fresh process: its seconds and peak RSS (``benchmarks.score_day``)."""
     from benchmarks.workloads import DAY, demo_bundle, land, vitals_day
 
-    bundle_dir = demo_bundle(device).save(root / "bundle")
+    bundle_dir = demo_bundle(device, entities * max(GROWTH)).save(root / "bundle")
     results = {}
     for factor in GROWTH:
         days = root / f"x{factor}"

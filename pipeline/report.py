@@ -25,6 +25,8 @@ from pipeline.config import ENTITY, TIMESTAMP
 from pipeline.monitoring import DriftReport
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.collections import PolyCollection
     from matplotlib.figure import Figure
 
 FEATURES_PLOTTED = 3
@@ -117,7 +119,10 @@ def plot_entity(
     """Score with threshold and alarms (top), the named features' z-scores (bottom), shared time."""
     from matplotlib.figure import Figure  # imported when a report is drawn, not at import
 
-    fig = Figure(figsize=(12.0, 5.5), layout="constrained")
+    # Fixed margins: a constrained layout measured every tick label again and took as long as
+    # drawing the figure.
+    fig = Figure(figsize=(12.0, 5.5))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.94, hspace=0.12)
     score_ax, feature_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1])
     times = scores[TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     alarms = scores["is_anomaly"].to_numpy()
@@ -137,19 +142,38 @@ def plot_entity(
     score_ax.legend(loc="upper right")
     for feature in features:
         feature_ax.plot(times, standardised[feature].to_numpy(), lw=0.8, label=feature)
-    starts, stops = evaluation.segments(alarms)
     for ax in (score_ax, feature_ax):
-        for start, stop in zip(starts, stops, strict=True):
-            ax.axvspan(times[start], times[stop - 1], color="tab:red", alpha=0.12, lw=0)
+        ax.add_collection(_alarm_spans(times, alarms, ax), autolim=False)
     feature_ax.set(xlabel="time (UTC)", ylabel="z-score vs training")
     if features:
         feature_ax.legend(loc="upper right")
     return fig
 
 
+def _alarm_spans(times: np.ndarray, alarms: np.ndarray, ax: Axes) -> PolyCollection:
+    """Every run of alarms as one shaded band over the axes' height, all in one collection.
+
+    One artist however many runs a day holds: a patch per run took longer to draw than the
+    rest of the figure on a day with hundreds of short alarms.
+    """
+    from matplotlib import dates
+    from matplotlib.collections import PolyCollection
+
+    starts, stops = evaluation.segments(alarms)
+    left = dates.date2num(times[starts])
+    right = dates.date2num(times[stops - 1])
+    bottom, top = np.zeros_like(left), np.ones_like(left)
+    corners = [(left, bottom), (left, top), (right, top), (right, bottom)]
+    bands = np.stack([np.column_stack(corner) for corner in corners], axis=1)
+    return PolyCollection(
+        bands, transform=ax.get_xaxis_transform(), facecolor="tab:red", alpha=0.12, lw=0
+    )
+
+
 def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    # Fast zlib level: a third of the encoding time for a slightly larger image.
+    fig.savefig(buffer, format="png", dpi=90, pil_kwargs={"compress_level": 1})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

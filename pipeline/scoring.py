@@ -143,22 +143,22 @@ class ModelBundle:
         """Raw scores of a canonical frame sorted by entity and time."""
         return self.detector.score(self.scaled_segments(frame))
 
-    def explain(self, segments: Segments, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top features and contributions of the chosen rows; ``None`` for every other row.
+    def explain(
+        self, feature_scores: np.ndarray, alarms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top features and contributions of the ``alarms`` rows; ``None`` for every other row.
 
-        Per-feature scores are computed only when a row is chosen (an alarm), so a quiet day
-        costs no extra pass.
+        ``feature_scores`` holds one row per alarm, in order (what
+        :meth:`~pipeline.detectors.base.Detector.explained_scores` returns).
         """
-        names = np.full(len(rows), None, dtype=object)
-        shares = np.full(len(rows), None, dtype=object)
-        if rows.any():
+        names = np.full(len(alarms), None, dtype=object)
+        shares = np.full(len(alarms), None, dtype=object)
+        if alarms.any():
             top, contributions = attribution.top_features(
-                self.detector.score_features(segments)[rows],
-                self.spec.feature_names,
-                self.spec.monitoring.top_features,
+                feature_scores, self.spec.feature_names, self.spec.monitoring.top_features
             )
             for index, row_names, row_shares in zip(
-                np.flatnonzero(rows), top, contributions, strict=True
+                np.flatnonzero(alarms), top, contributions, strict=True
             ):
                 names[index], shares[index] = row_names, row_shares
         return names, shares
@@ -236,10 +236,13 @@ class ModelBundle:
         if earlier is not None and len(earlier):
             rows = pd.concat([earlier.assign(**{_OWN_ROW: False}), rows], ignore_index=True)
         ordered = rows.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
-        segments = self.scaled_segments(ordered)
-        scores = self.detector.score(segments)
+        scores, alarm_features = self.detector.explained_scores(
+            self.scaled_segments(ordered), self.threshold
+        )
         keep = ordered[_OWN_ROW].to_numpy()
-        top_features, contributions = self.explain(segments, keep & (scores >= self.threshold))
+        alarms = scores >= self.threshold
+        # Context rows only feed the windows: their alarms are the previous day's to explain.
+        top_features, contributions = self.explain(alarm_features[keep[alarms]], keep & alarms)
         # Boolean selection keeps the tz-aware timestamps as they are (to_numpy() would box
         # every one of them into an object).
         result = ordered.loc[keep, [TIMESTAMP, ENTITY]].reset_index(drop=True)

@@ -86,6 +86,19 @@ class Detector(ABC):
             occluded[:, feature] = x.values[:, feature]
         return np.maximum(contributions, 0.0)
 
+    def explained_scores(self, x: Segments, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's score, and the per-feature scores of the rows at or above ``threshold``.
+
+        The second array holds one row per alarm, in row order: what daily scoring attaches to
+        its alarms. By default the per-feature pass runs only when some row alarms, since it can
+        cost ``features + 1`` scoring passes; detectors that get both from one pass override it.
+        """
+        scores = self.score(x)
+        alarms = scores >= threshold
+        if not alarms.any():
+            return scores, np.empty((0, x.n_features))
+        return scores, self.score_features(x)[alarms]
+
     @abstractmethod
     def _save_state(self, directory: Path) -> dict:
         """Write fitted state to files in ``directory``; return small JSON-able state."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
@@ -55,6 +55,8 @@ class TorchDetector(Detector):
     """Base of detectors that learn from windows with a torch module."""
 
     Config = TorchDetectorConfig
+    # Whether :meth:`window_errors` is the mean over features of :meth:`window_feature_errors`.
+    score_is_feature_mean: ClassVar[bool] = True
 
     @abstractmethod
     def build_module(self, n_features: int) -> nn.Module:
@@ -124,6 +126,19 @@ class TorchDetector(Detector):
     def score_features(self, x: Segments) -> np.ndarray:
         """Per-feature errors of every row, from the same windows as :meth:`score`."""
         return self._map_windows(x, self.window_feature_errors, PointFeatureScores)
+
+    def explained_scores(self, x: Segments, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and alarms' per-feature errors from one pass where the score is their mean.
+
+        Daily scoring explains every alarm; deriving the score from the per-feature errors
+        halves its model passes on any day with an alarm. A detector whose score is not the
+        mean of its feature errors (:attr:`score_is_feature_mean`) takes the two-pass default.
+        """
+        if not self.score_is_feature_mean:
+            return super().explained_scores(x, threshold)
+        features = self.score_features(x)
+        scores = features.mean(axis=1)
+        return scores, features[scores >= threshold]
 
     def _map_windows(
         self,

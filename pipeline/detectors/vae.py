@@ -91,6 +91,7 @@ class VAE(TorchDetector):
 
     name = "vae"
     Config = VAEConfig
+    score_is_feature_mean = False  # the score is a likelihood, its attribution an error
 
     def build_module(self, n_features: int) -> nn.Module:
         return VariationalAutoencoder(n_features, self.config.window, self.config)

@@ -178,6 +178,24 @@ def test_feature_scores_explain_the_score(name, fitted, labelled_test) -> None:
         )
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_explained_scores_are_the_scores_and_the_alarms_feature_scores(
+    name, fitted, labelled_test
+) -> None:
+    detector, _ = fitted(name)
+    segments, _ = labelled_test
+    expected = detector.score(segments)
+    threshold = float(np.quantile(expected, 0.95))
+    scores, alarm_features = detector.explained_scores(segments, threshold)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+    alarms = scores >= threshold
+    np.testing.assert_allclose(
+        alarm_features, detector.score_features(segments)[alarms], rtol=1e-6, atol=1e-9
+    )
+    _, none = detector.explained_scores(segments, float(expected.max()) + 1.0)
+    assert none.shape == (0, segments.n_features)
+
+
 # PCA is left out: with two components of three features whose third is a mix of the other
 # two, the residual space is one direction, and every fault projects onto it alike; SMD's
 # HitRate measures PCA where the residual space has many directions. Isolation Forest's
