@@ -72,6 +72,7 @@ def score_landed(
         constants={"model_name": model_name, "model_version": model_version},
         spec=spec,
         observe=observe,
+        day_start=pd.Timestamp(day, tz="UTC"),
     )
     drift = None if day_drift is None else day_drift.report(spec.monitoring.drift_level)
     ranking = rank_entities(pd.concat(alarms_by_entity, ignore_index=True))

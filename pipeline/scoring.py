@@ -193,6 +193,7 @@ class ModelBundle:
         entities_per_chunk: int = ENTITIES_PER_CHUNK,
         spec: DatasetSpec | None = None,
         observe: ChunkObserver | None = None,
+        day_start: pd.Timestamp | None = None,
     ) -> PartitionScores:
         """Stream a landed day from ``day`` to a scores file at ``target``, in bounded memory.
 
@@ -202,18 +203,23 @@ class ModelBundle:
         The rows equal :meth:`score_frame`'s on the same data, plus the ``constants`` columns
         and the ``flags`` column. Partitions are read with ``spec`` (the dataset's current
         spec; the bundle's by default). ``observe`` sees each chunk's rows and scores, so a
-        caller can summarise the day without holding it.
+        caller can summarise the day without holding it. ``day_start``, the earliest moment
+        the day's rows can hold, skips the context rows more than a window before it: windows
+        never span a gap, so those reach no window of the day (scores and flags are unchanged).
         """
         spec = spec or self.spec
         constants = constants or {}
         chunks = entity_chunks(io.partition_entities(day, spec), entities_per_chunk)
         sources = [day] if context is None else [day, context]
+        context_since = None if day_start is None else day_start - (self.window - 1) * spec.step
         totals = PartitionScores(rows=0, entities=0, anomalies=0, flagged_rows={})
         with (
             tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
             io.parquet_writer_atomic(target, scores_schema(constants)) as append,
         ):
-            for rows in io.regroup_by_entity(sources, spec, chunks, Path(spill)):
+            for rows in io.regroup_by_entity(
+                sources, spec, chunks, Path(spill), since=[None, context_since][: len(sources)]
+            ):
                 own = rows[rows[io.PARTITION] == 0]
                 earlier = rows[rows[io.PARTITION] == 1]
                 scores = self._score_entities(own, self._context_tail(earlier))

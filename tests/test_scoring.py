@@ -92,6 +92,36 @@ def test_streamed_partition_scores_equal_in_memory_scores(
     assert sorted(p.name for p in target.parent.iterdir()) == ["scores.parquet"]
 
 
+def test_context_read_from_a_window_before_the_day_gives_the_same_scores_and_flags(
+    tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle
+) -> None:
+    """Context rows more than a window before the day are skipped, even when an entity's
+    previous day ends early or breaks off shortly before midnight."""
+    midnight = pd.Timestamp(START + dt.timedelta(days=2), tz="UTC")
+    before = days[1].assign(timestamp=pd.to_datetime(days[1]["timestamp"], utc=True))
+    patients = sorted(before[ENTITY_COLUMN].unique())
+    ends_early = (before[ENTITY_COLUMN] == patients[0]) & (
+        before["timestamp"] >= midnight - pd.Timedelta(hours=3)
+    )
+    breaks_off = (before[ENTITY_COLUMN] == patients[1]) & before["timestamp"].between(
+        midnight - pd.Timedelta(minutes=10), midnight - pd.Timedelta(minutes=6)
+    )
+    previous_frame = before[~(ends_early | breaks_off)]
+    previous = landed(tmp_path / "previous", previous_frame, parts=1)
+    today = landed(tmp_path / "today", days[2], parts=2)
+    target = tmp_path / "scores.parquet"
+
+    bundle.score_partition(today, target, context=previous, day_start=midnight)
+
+    today_rows = io.to_canonical(days[2], bundle.spec)
+    previous_rows = io.to_canonical(previous_frame, bundle.spec)
+    expected = bundle.score_frame(today_rows, previous_rows)
+    notes = flags.row_flags(today_rows, previous_rows, None, bundle.spec.step, bundle.window)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(target), flags.annotate(expected, notes), check_dtype=False, rtol=1e-6
+    )
+
+
 def test_output_is_sorted_by_entity_then_time_whatever_the_landing_order(
     days: list[pd.DataFrame], bundle: ModelBundle
 ) -> None:

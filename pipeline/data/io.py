@@ -181,6 +181,7 @@ def regroup_by_entity(
     spec: DatasetSpec,
     chunks: Sequence[np.ndarray],
     spill_dir: Path,
+    since: Sequence[pd.Timestamp | None] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Canonical rows of ``partitions`` regrouped into ``chunks`` of entities, one by one.
 
@@ -189,17 +190,21 @@ def regroup_by_entity(
     in ``spill_dir``; reading a chunk back gives all rows of its entities. Peak memory is one
     read batch plus one chunk, so it does not grow with the number of entities. Rows of
     entities outside ``chunks`` are dropped; the :data:`PARTITION` column holds the position
-    in ``partitions`` each row came from.
+    in ``partitions`` each row came from. ``since`` gives, per partition, the earliest
+    timestamp kept (``None``: every row).
     """
     schema = _chunk_schema(spec)
+    since = since or [None] * len(partitions)
     entities = pd.Index(np.concatenate(chunks)) if chunks else pd.Index([])
     chunk_of = np.repeat(np.arange(len(chunks)), [len(chosen) for chosen in chunks])
     paths = [spill_dir / f"chunk-{index}.arrows" for index in range(len(chunks))]
     writers: dict[int, pa.RecordBatchStreamWriter] = {}
     try:
-        for position, directory in enumerate(partitions):
+        for position, (directory, earliest) in enumerate(zip(partitions, since, strict=True)):
             for raw in read_batches(directory, scoring_columns(spec)):
                 frame = to_canonical(raw, spec)
+                if earliest is not None:
+                    frame = frame[frame[TIMESTAMP] >= earliest]
                 frame[PARTITION] = np.int8(position)
                 found = entities.get_indexer(frame[ENTITY])
                 codes = np.where(found >= 0, chunk_of[found], -1)
