@@ -12,10 +12,12 @@ from before it existed still score.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
 from pipeline.monitoring import ReferenceProfile
+from pipeline.read_ahead import read_ahead
 
 SCORE_COLUMNS = [
     "timestamp",
@@ -202,10 +205,11 @@ class ModelBundle:
         appended to ``target``, so peak memory is one chunk whatever the number of entities.
         The rows equal :meth:`score_frame`'s on the same data, plus the ``constants`` columns
         and the ``flags`` column. Partitions are read with ``spec`` (the dataset's current
-        spec; the bundle's by default). ``observe`` sees each chunk's rows and scores, so a
-        caller can summarise the day without holding it. ``day_start``, the earliest moment
-        the day's rows can hold, skips the context rows more than a window before it: windows
-        never span a gap, so those reach no window of the day (scores and flags are unchanged).
+        spec; the bundle's by default). ``observe`` sees each chunk's rows and scores, in order
+        and from one worker thread, so a caller can summarise the day without holding it.
+        ``day_start``, the earliest moment the day's rows can hold, skips the context rows more
+        than a window before it: windows never span a gap, so those reach no window of the day
+        (scores and flags are unchanged).
         """
         spec = spec or self.spec
         constants = constants or {}
@@ -213,26 +217,43 @@ class ModelBundle:
         sources = [day] if context is None else [day, context]
         context_since = None if day_start is None else day_start - (self.window - 1) * spec.step
         totals = PartitionScores(rows=0, entities=0, anomalies=0, flagged_rows={})
+
+        def finish(own: pd.DataFrame, earlier: pd.DataFrame, scores: pd.DataFrame) -> None:
+            notes = flags.row_flags(own, earlier, self.entities, spec.step, self.window)
+            scores = flags.annotate(scores.assign(**constants), notes)
+            append(scores)
+            if observe is not None:
+                observe(own, scores)
+            totals.rows += len(scores)
+            totals.entities += scores[ENTITY].nunique()
+            totals.anomalies += int(scores["is_anomaly"].sum())
+            for name, count in flags.counts(scores[flags.FLAGS]).items():
+                totals.flagged_rows[name] = totals.flagged_rows.get(name, 0) + count
+
+        # Three stages overlap: the next chunk is read, this one scored, the last one flagged
+        # and written; each stage runs its chunks in order, so the file is as a serial run's.
         with (
             tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
             io.parquet_writer_atomic(target, scores_schema(constants)) as append,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsad-finish") as finisher,
+            contextlib.closing(
+                read_ahead(
+                    io.regroup_by_entity(
+                        sources, spec, chunks, Path(spill), [None, context_since][: len(sources)]
+                    )
+                )
+            ) as regrouped,
         ):
-            for rows in io.regroup_by_entity(
-                sources, spec, chunks, Path(spill), since=[None, context_since][: len(sources)]
-            ):
+            finishing: Future[None] | None = None
+            for rows in regrouped:
                 own = rows[rows[io.PARTITION] == 0]
                 earlier = rows[rows[io.PARTITION] == 1]
                 scores = self._score_entities(own, self._context_tail(earlier))
-                notes = flags.row_flags(own, earlier, self.entities, spec.step, self.window)
-                scores = flags.annotate(scores.assign(**constants), notes)
-                append(scores)
-                if observe is not None:
-                    observe(own, scores)
-                totals.rows += len(scores)
-                totals.entities += scores[ENTITY].nunique()
-                totals.anomalies += int(scores["is_anomaly"].sum())
-                for name, count in flags.counts(scores[flags.FLAGS]).items():
-                    totals.flagged_rows[name] = totals.flagged_rows.get(name, 0) + count
+                if finishing is not None:
+                    finishing.result()
+                finishing = finisher.submit(finish, own, earlier, scores)
+            if finishing is not None:
+                finishing.result()
         totals.flagged_rows = dict(sorted(totals.flagged_rows.items()))
         return totals
 
