@@ -272,7 +272,8 @@ class PointFeatureScores:
 
     ``add(starts, errors)`` takes ``errors[i, t, f]``; :meth:`result` gives each row and
     feature the mean over the windows covering the row. One ``bincount`` per chunk over the
-    flattened (row, feature) index; memory is one array of ``n_rows x n_features``.
+    flattened (row, feature) index of the rows the chunk spans, as in :class:`PointScores`;
+    memory is one array of ``n_rows x n_features``.
     """
 
     def __init__(self, n_rows: int, n_features: int) -> None:
@@ -282,11 +283,18 @@ class PointFeatureScores:
 
     def add(self, starts: np.ndarray, window_errors: np.ndarray) -> None:
         errors = np.asarray(window_errors, dtype=np.float64)
-        n_rows, n_features = self._shape
-        positions = (np.asarray(starts)[:, None] + np.arange(errors.shape[1])).ravel()
+        if len(starts) == 0:
+            return
+        n_features = self._shape[1]
+        first = int(starts.min())
+        span = int(starts.max()) - first + errors.shape[1]
+        positions = ((starts - first)[:, None] + np.arange(errors.shape[1])).ravel()
         cells = (positions[:, None] * n_features + np.arange(n_features)).ravel()
-        self._total += np.bincount(cells, weights=errors.ravel(), minlength=n_rows * n_features)
-        self._count += np.bincount(positions, minlength=n_rows)
+        covered = slice(first * n_features, (first + span) * n_features)
+        self._total[covered] += np.bincount(
+            cells, weights=errors.ravel(), minlength=span * n_features
+        )
+        self._count[first : first + span] += np.bincount(positions, minlength=span)
 
     def result(self) -> np.ndarray:
         if np.any(self._count == 0):

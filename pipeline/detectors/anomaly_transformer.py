@@ -75,7 +75,7 @@ class AnomalyTransformerConfig(TorchDetectorConfig):
 
 
 def underflow_exponent(dtype: torch.dtype) -> float:
-    """The most negative exponent whose ``exp`` is still a normal number of ``dtype``.
+    """A whole exponent just above the one at which ``exp`` underflows ``dtype``'s normals.
 
     A narrow prior puts most of a row far below it. There ``exp`` is zero to within
     ``finfo.tiny`` (about 1e-38 in float32, next to the row's 1 at distance 0), yet on CPU

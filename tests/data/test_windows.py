@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data.windows import (
+    PointFeatureScores,
     PointScores,
     Segments,
     StandardScaler,
@@ -104,4 +105,22 @@ def test_point_scores_equal_the_mean_over_covering_windows_in_any_chunking():
         for begin in range(0, len(starts), chunk):
             points.add(starts[begin : begin + chunk], errors[begin : begin + chunk])
         points.add(np.empty(0, dtype=np.int64), np.empty((0, window)))
+        np.testing.assert_allclose(points.result(), expected, rtol=1e-12)
+
+
+def test_point_feature_scores_equal_the_mean_over_covering_windows_in_any_chunking():
+    rng = np.random.default_rng(1)
+    n_rows, window, features = 40, 5, 3
+    starts = np.union1d(rng.choice(n_rows - window + 1, size=20, replace=False), [0, 35])
+    errors = rng.random((len(starts), window, features))
+    total, count = np.zeros((n_rows, features)), np.zeros(n_rows)
+    for start, block in zip(starts, errors, strict=True):
+        total[start : start + window] += block
+        count[start : start + window] += 1
+    expected = total / count[:, None]
+    for chunk in (1, 4, len(starts)):
+        points = PointFeatureScores(n_rows, features)
+        for begin in range(0, len(starts), chunk):
+            points.add(starts[begin : begin + chunk], errors[begin : begin + chunk])
+        points.add(np.empty(0, dtype=np.int64), np.empty((0, window, features)))
         np.testing.assert_allclose(points.result(), expected, rtol=1e-12)
