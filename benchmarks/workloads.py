@@ -5,8 +5,9 @@ physical bounds, listed in time order (every entity interleaved, as an export by
 that streaming scoring has to regroup it. Each patient keeps its own baseline from day to day;
 only the noise is new. The model is the demo's detector and size (``configs/runs/vitals.yaml``),
 fitted briefly on an earlier day of the same patients: speed does not depend on how well it
-learned, but the alarm rate (about 1%, the demo's calibration budget) and the flags (no unseen
-patients) are those of a routine day, so the per-alarm work is what production sees.
+learned, but the alarm rate (about 1%, the budget of its 99th-percentile threshold) and the
+flags (no unseen patients) are those of a routine day, so the per-alarm work is what production
+sees.
 """
 
 from __future__ import annotations
