@@ -55,6 +55,21 @@ REPO = Path(__file__).resolve().parents[1]
 WINDOW = RunConfig.load(DATASET).window
 
 
+def run_config(first_day: dt.date, **fields: object) -> RunConfig:
+    """The dataset's run config on the four days from ``first_day``, ``fields`` replaced.
+
+    Two days train, the third validates, the fourth tests: small enough that the cases that
+    train on it spend seconds doing so.
+    """
+    days = [first_day + dt.timedelta(days=offset) for offset in range(4)]
+    splits = {
+        "train": {"start": days[0], "end": days[1]},
+        "validation": {"start": days[2], "end": days[2]},
+        "test": {"start": days[3], "end": days[3]},
+    }
+    return RunConfig.model_validate(RunConfig.load(DATASET).model_dump() | splits | fields)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a case observed, the rows it lost, and whether that is the expected handling."""
@@ -247,16 +262,7 @@ def _constant_training_feature(lab: Lab) -> Outcome:
     days = [lab.new_day() for _ in range(4)]
     for day in days:
         lab.land(day, lab.clean(day).assign(temperature=37.0))
-    config = RunConfig.model_validate(
-        RunConfig.load(DATASET).model_dump()
-        | {
-            "detector": "pca",
-            "detector_params": {},
-            "train": {"start": days[0], "end": days[1]},
-            "validation": {"start": days[2], "end": days[2]},
-            "test": {"start": days[3], "end": days[3]},
-        }
-    )
+    config = run_config(days[0], detector="pca", detector_params={})
     runs = lab.settings.home / "runs" / DATASET
     before = sorted(runs.iterdir())
     try:
@@ -392,9 +398,9 @@ def _concurrent_runs(lab: Lab) -> Outcome:
         lab.tsad("score", "--dataset", DATASET, "--date", REFERENCE_DAY.isoformat())
         for _ in range(2)
     ]
-    codes = [process.wait() for process in runs]
     for process in runs:
-        process.communicate()
+        process.communicate()  # both already started, so they overlap; this drains the pipes
+    codes = [process.returncode for process in runs]
     same = partition_bytes(out) == reference
     passed = codes == [0, 0] and same and not temporaries(lab.settings.home)
     observed = f"exit codes {codes}; output {'identical to' if same else 'DIFFERS from'} one run's"
@@ -455,19 +461,7 @@ def _last_line(text: str) -> str:
 
 def _training_killed_and_resumed(lab: Lab) -> Outcome:
     """SIGKILL training after its first checkpoint, resume it, compare with an uninterrupted run."""
-    config = RunConfig.model_validate(
-        RunConfig.load(DATASET).model_dump()
-        | {
-            "train": {"start": START, "end": START + dt.timedelta(days=1)},
-            "validation": {
-                "start": START + dt.timedelta(days=2),
-                "end": START + dt.timedelta(days=2),
-            },
-            "test": {"start": START + dt.timedelta(days=3), "end": START + dt.timedelta(days=3)},
-            "epochs": 3,
-            "device": "cpu",
-        }
-    )
+    config = run_config(START, epochs=3, device="cpu")
     whole = Path(steps.prepare(config, lab.settings))
     interrupted = whole.with_name(whole.name + "-killed")
     shutil.copytree(whole, interrupted)
@@ -582,16 +576,7 @@ def build_lab(settings: Settings, kills: int, seed: int = 0) -> Lab:
         start=START, days=DAYS, patients=PATIENTS, labeled_from=START + dt.timedelta(2),
         settings=settings,
     )  # fmt: skip
-    config = RunConfig.model_validate(
-        RunConfig.load(DATASET).model_dump()
-        | {
-            "detector": "pca",
-            "detector_params": {},
-            "train": {"start": START, "end": START + dt.timedelta(days=1)},
-            "validation": {"start": START + dt.timedelta(2), "end": START + dt.timedelta(2)},
-            "test": {"start": START + dt.timedelta(3), "end": START + dt.timedelta(3)},
-        }
-    )
+    config = run_config(START, detector="pca", detector_params={})
     steps.validate_days(DATASET, steps.run_days(config), settings)
     run_dir = steps.prepare(config, settings)
     steps.evaluate(steps.calibrate(steps.train(run_dir)))

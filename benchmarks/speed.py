@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,11 @@ import torch
 from pipeline.data.windows import Segments
 from pipeline.detectors.anomaly_transformer import AnomalyTransformer
 from pipeline.detectors.trainer import Trainer, WindowSource, adam, autocast, resolve_device
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.scoring import ModelBundle
 
 ITEMS = ("train", "score", "growth", "input", "airflow")
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
@@ -197,20 +203,20 @@ def input_case(detector, features: int, batch_size: int, device: torch.device, s
 # --- 2, 3, 5: scoring ----------------------------------------------------------------------
 
 
-def forward_pass(bundle, frame) -> tuple[Callable[[], None], int]:
+def forward_pass(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[Callable[[], None], int]:
     """The detector's forward pass alone over every window the day's scoring uses.
 
-    Returns the pass (batches already on the device) and the number of windows.
+    The segments and stride come from the bundle and the detector's config, as in scoring, so
+    both count the same windows. Returns the pass (batches already on the device) and the
+    number of windows.
     """
-    from pipeline.data.windows import frame_to_segments, pad_short_segments
+    from pipeline.data.windows import pad_short_segments
 
     detector = bundle.detector
     config = detector.config
     device = resolve_device(config.device)
-    segments, _ = frame_to_segments(frame, bundle.spec.feature_names, bundle.spec.step)
-    scaled = Segments(bundle.scaler.transform(segments.values), segments.bounds)
-    padded, _ = pad_short_segments(scaled, config.window)
-    source = WindowSource(padded, config.window, config.score_stride or config.window // 4, device)
+    padded, _ = pad_short_segments(bundle.scaled_segments(frame), config.window)
+    source = WindowSource(padded, config.window, config.scoring_stride, device)
     batches = [
         source.batch(source.starts[begin : begin + config.score_batch_size])
         for begin in range(0, len(source), config.score_batch_size)
@@ -252,7 +258,9 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
 
 def forget_validation(setup: dict) -> None:
     """Remove the day's passing report so the next scoring validates it again."""
-    report = setup["settings"].partition("validation", "vitals", setup["day"]) / "report.json"
+    from pipeline import steps
+
+    report = setup["settings"].partition("validation", "vitals", setup["day"]) / steps.REPORT_FILE
     report.unlink(missing_ok=True)
 
 
@@ -483,10 +491,11 @@ def main(argv: list[str] | None = None) -> None:
         "bf16_autocast": device.type == "cuda",
         "compile": args.compile,
     }
-    report = headline(figures) | {"machine": machine, "figures": figures}
+    summary = headline(figures)
     print(table(figures))
-    print(json.dumps(headline(figures), indent=2))
+    print(json.dumps(summary, indent=2))
     if args.json:
+        report = summary | {"machine": machine, "figures": figures}
         args.json.write_text(json.dumps(report, indent=2))
 
 

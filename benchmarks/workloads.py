@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.calibration import make_calibrator
-from pipeline.config import ENTITY, DatasetSpec, RunConfig
+from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec, RunConfig
 from pipeline.data import io
-from pipeline.data.synthetic import MINUTES_PER_DAY
+from pipeline.data.synthetic import ENTITY_COLUMN, MINUTES_PER_DAY
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.monitoring import ReferenceProfile
@@ -61,10 +61,10 @@ def vitals_day(entities: int, day: dt.date, seed: int = 0) -> pd.DataFrame:
     timestamps = pd.date_range(pd.Timestamp(day, tz="UTC"), periods=MINUTES_PER_DAY, freq="min")
     return pd.DataFrame(
         {
-            "timestamp": np.repeat(timestamps, entities),
-            "patient_id": np.tile(patients, MINUTES_PER_DAY),
+            TIMESTAMP: np.repeat(timestamps, entities),
+            ENTITY_COLUMN: np.tile(patients, MINUTES_PER_DAY),
             **columns,
-            "label": np.zeros(MINUTES_PER_DAY * entities, dtype=np.int8),
+            LABEL: np.zeros(MINUTES_PER_DAY * entities, dtype=np.int8),
         }
     )
 

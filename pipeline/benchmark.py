@@ -135,13 +135,17 @@ def select_series(
 
     A name found in none of the datasets is an error, not a silently smaller benchmark.
     """
-    chosen = [series for dataset in datasets for series in load_benchmark(data_root, dataset)]
     if names is None:
-        return chosen
+        return [series for dataset in datasets for series in load_benchmark(data_root, dataset)]
+    chosen = [
+        series
+        for dataset in datasets
+        for series in load_benchmark(data_root, dataset, series=names, strict=False)
+    ]
     unknown = sorted(set(names) - {series.name for series in chosen})
     if unknown:
         raise ValueError(f"no series {unknown} in {', '.join(datasets)} under {data_root}")
-    return [series for series in chosen if series.name in set(names)]
+    return chosen
 
 
 def run(

@@ -27,9 +27,18 @@ SUMMARY_FILE = "summary.json"
 DAILY_REPORT_FILE = "report.html"
 
 
-def _standardised(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
-    """``timestamp``, ``entity`` and the features as z-scores against the training data."""
+def _standardised(
+    bundle: ModelBundle, spec: DatasetSpec, landing: Path, plotted: list[str]
+) -> pd.DataFrame:
+    """The ``plotted`` entities' ``timestamp``, ``entity`` and features as training z-scores.
+
+    A day without alarms plots no entity and the report reads no feature values, so the
+    landed day is not read again for it: the frame is empty, with the same columns.
+    """
     features = bundle.spec.feature_names
+    if not plotted:
+        return pd.DataFrame(columns=[TIMESTAMP, ENTITY, *features])
+    frame = io.read_entities(landing, spec, plotted)
     standardised = frame[[TIMESTAMP, ENTITY]].copy()
     standardised[features] = bundle.scaler.transform(frame[features].to_numpy())
     return standardised
@@ -87,7 +96,7 @@ def score_landed(
         alarms=totals.anomalies,
         ranking=ranking,
         scores=pd.read_parquet(target, filters=[(ENTITY, "in", plotted)]),
-        standardised=_standardised(bundle, io.read_entities(landing, spec, plotted)),
+        standardised=_standardised(bundle, spec, landing, plotted),
         drift=drift,
         entities_plotted=spec.monitoring.report_entities,
     )

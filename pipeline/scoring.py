@@ -139,8 +139,16 @@ class ModelBundle:
 
     def scaled_segments(self, frame: pd.DataFrame) -> Segments:
         """A canonical frame sorted by entity and time as scaled, gap-aware segments."""
-        segments, _ = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
-        return Segments(self.scaler.transform(segments.values), segments.bounds)
+        return self._sorted_segments(frame)[0]
+
+    def _sorted_segments(self, frame: pd.DataFrame) -> tuple[Segments, pd.DataFrame]:
+        """:meth:`scaled_segments` and the frame sorted to match them.
+
+        Segmenting sorts the frame; a caller that lines rows up with the scores takes that
+        sorted frame instead of sorting a second time.
+        """
+        segments, ordered = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
+        return Segments(self.scaler.transform(segments.values), segments.bounds), ordered
 
     def score_segments(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw scores of a canonical frame sorted by entity and time."""
@@ -213,10 +221,14 @@ class ModelBundle:
         """
         spec = spec or self.spec
         constants = constants or {}
-        chunks = entity_chunks(io.partition_entities(day, spec), entities_per_chunk)
-        sources = [day] if context is None else [day, context]
+        entities = io.partition_entities(day, spec)
+        chunks = entity_chunks(entities, entities_per_chunk)
         context_since = None if day_start is None else day_start - (self.window - 1) * spec.step
-        totals = PartitionScores(rows=0, entities=0, anomalies=0, flagged_rows={})
+        sources, since = (
+            ([day], [None]) if context is None else ([day, context], [None, context_since])
+        )
+        # Every entity comes from the day's own rows, so each one scores at least one row.
+        totals = PartitionScores(rows=0, entities=len(entities), anomalies=0, flagged_rows={})
 
         def finish(own: pd.DataFrame, earlier: pd.DataFrame, scores: pd.DataFrame) -> None:
             notes = flags.row_flags(own, earlier, self.entities, spec.step, self.window)
@@ -225,7 +237,6 @@ class ModelBundle:
             if observe is not None:
                 observe(own, scores)
             totals.rows += len(scores)
-            totals.entities += scores[ENTITY].nunique()
             totals.anomalies += int(scores["is_anomaly"].sum())
             for name, count in flags.counts(scores[flags.FLAGS]).items():
                 totals.flagged_rows[name] = totals.flagged_rows.get(name, 0) + count
@@ -237,11 +248,7 @@ class ModelBundle:
             io.parquet_writer_atomic(target, scores_schema(constants)) as append,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsad-finish") as finisher,
             contextlib.closing(
-                read_ahead(
-                    io.regroup_by_entity(
-                        sources, spec, chunks, Path(spill), [None, context_since][: len(sources)]
-                    )
-                )
+                read_ahead(io.regroup_by_entity(sources, spec, chunks, Path(spill), since))
             ) as regrouped,
         ):
             finishing: Future[None] | None = None
@@ -262,22 +269,20 @@ class ModelBundle:
         rows = own.assign(**{_OWN_ROW: True})
         if earlier is not None and len(earlier):
             rows = pd.concat([earlier.assign(**{_OWN_ROW: False}), rows], ignore_index=True)
-        ordered = rows.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
-        scores, alarm_features = self.detector.explained_scores(
-            self.scaled_segments(ordered), self.threshold
-        )
+        segments, ordered = self._sorted_segments(rows)
+        scores, alarm_features = self.detector.explained_scores(segments, self.threshold)
         keep = ordered[_OWN_ROW].to_numpy()
         alarms = scores >= self.threshold
         # Context rows only feed the windows: their alarms are the previous day's to explain.
-        top_features, contributions = self.explain(alarm_features[keep[alarms]], keep & alarms)
+        top_features, contributions = self.explain(alarm_features[keep[alarms]], alarms[keep])
         # Boolean selection keeps the tz-aware timestamps as they are (to_numpy() would box
         # every one of them into an object).
         result = ordered.loc[keep, [TIMESTAMP, ENTITY]].reset_index(drop=True)
         result["score"] = scores[keep]
-        result["top_features"] = top_features[keep]
-        result["contributions"] = contributions[keep]
+        result["top_features"] = top_features
+        result["contributions"] = contributions
         result["threshold"] = self.threshold
-        result["is_anomaly"] = result["score"] >= self.threshold
+        result["is_anomaly"] = alarms[keep]
         return result[SCORE_COLUMNS]
 
     def _context_tail(self, context: pd.DataFrame) -> pd.DataFrame:

@@ -292,6 +292,7 @@ def calibrate(run_dir: str) -> str:
     config = _run_config(path)
     detector = load_detector(path / "bundle" / "detector")
     split = _load_split(path, "validation")
+    train = _load_split(path, "train")
     method = config.calibration
     if split.labels is not None and split.labels.any():
         scores, labels = detector.score(split.segments), split.labels
@@ -299,12 +300,12 @@ def calibrate(run_dir: str) -> str:
         log.warning("validation days carry no anomaly labels: calibrating on training scores")
         if method == "best_f1":
             method = "percentile"
-        scores, labels = detector.score(_load_split(path, "train").segments), None
+        scores, labels = detector.score(train.segments), None
     calibrator = make_calibrator(method).fit(scores, labels)
     (path / "bundle" / "calibration.json").write_text(json.dumps(calibrator.to_dict(), indent=2))
     profile = monitoring.ReferenceProfile.build(
         _bundle_features(path),
-        _load_split(path, "train").segments.values,
+        train.segments.values,
         scores,
         calibrator.threshold_,
     )
@@ -425,21 +426,23 @@ def promote(
             "previous": previous,
             "reason": "promoted by hand",
         }
-    challenger = tracking.load_model(settings, dataset, tracking.CHALLENGER)
-    if challenger is None:
+    # Versions first, models after: a challenger already in production needs no loading.
+    candidate = tracking.alias_version(settings, dataset, tracking.CHALLENGER)
+    if candidate is None:
         raise tracking.ModelNotFoundError(
             f"model {settings.model_name(dataset)!r} has no @{tracking.CHALLENGER} version "
             "to promote: train one first"
         )
-    production = tracking.load_model(settings, dataset, tracking.PRODUCTION)
-    previous = None if production is None else production.version
-    if previous == challenger.version:
+    previous = tracking.alias_version(settings, dataset, tracking.PRODUCTION)
+    if previous == candidate:
         return {
             "promoted": False,
             "version": previous,
             "previous": previous,
             "reason": "already in production",
         }
+    challenger = tracking.load_version(settings, dataset, candidate)
+    production = None if previous is None else tracking.load_version(settings, dataset, previous)
     config = RunConfig.model_validate_json(
         tracking.read_run_file(settings, challenger.run_id, "run.json")
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -178,7 +179,7 @@ def register_training_run(
     return RegisteredVersion(name, version.version, run.info.run_id)
 
 
-def _version_by_alias(client: MlflowClient, name: str, alias: str):
+def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version ``alias`` points at (None when it points nowhere), retried when unreachable."""
 
     def resolve():
@@ -215,8 +216,25 @@ def load_model(settings: Settings, dataset: str, alias: str) -> LoadedModel | No
     client = connect(settings)
     name = settings.model_name(dataset)
     version = _version_by_alias(client, name, alias)
-    if version is None:
-        return None
+    return None if version is None else _load(name, version)
+
+
+def load_version(settings: Settings, dataset: str, version: str) -> LoadedModel:
+    """Load one version by number.
+
+    A caller that resolved aliases first (see :func:`alias_version`) loads exactly the versions
+    it compared, even if an alias has moved in between.
+    """
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    resolved = with_retries(
+        lambda: client.get_model_version(name, version), f"reading {name} version {version}"
+    )
+    return _load(name, resolved)
+
+
+def _load(name: str, version: ModelVersion) -> LoadedModel:
+    """Load a resolved version's bundle, retried when the registry is unreachable."""
     with quiet_mlflow_hints():
         model = with_retries(
             lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),

@@ -127,6 +127,21 @@ def test_the_first_model_is_promoted_and_its_number_recorded(registry):
     assert tags["gate.test_days"] == f"{day(3)}..{day(3)}"
 
 
+def test_promoting_without_a_challenger_fails_and_a_second_promotion_changes_nothing(registry):
+    settings, runs = registry
+    with pytest.raises(tracking.ModelNotFoundError, match="no @challenger version"):
+        steps.promote("vitals", settings=settings)
+    version = register(settings, runs["pca"])
+    assert steps.promote("vitals", settings=settings)["promoted"]
+    again = steps.promote("vitals", settings=settings)
+    assert again == {
+        "promoted": False,
+        "version": version,
+        "previous": version,
+        "reason": "already in production",
+    }
+
+
 @pytest.mark.parametrize("challenger_is_better", [True, False], ids=["better", "worse"])
 def test_the_challenger_is_promoted_only_when_at_least_as_good(registry, challenger_is_better):
     settings, runs = registry

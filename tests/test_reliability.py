@@ -30,12 +30,8 @@ SHOWN_ELSEWHERE = (
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TSAD_HOME", str(tmp_path_factory.mktemp("home") / "tsad"))
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-            patch.delenv(variable, raising=False)
-        yield build_lab(Settings.from_env(), kills=3)
+def lab(module_home: Settings) -> Lab:
+    return build_lab(module_home, kills=3)
 
 
 @pytest.mark.parametrize(

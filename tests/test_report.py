@@ -79,7 +79,7 @@ def report() -> DailyReport:
 
 
 def test_entities_are_ranked_by_time_in_alarm(report) -> None:
-    ranking = entity_ranking(report.scores, STEP)
+    ranking = report.ranking
     assert ranking["entity"].tolist() == ["bed 3 <icu>", "bed 1", "bed 2"]
     assert ranking["alarm_minutes"].tolist() == [30.0, 10.0, 0.0]
     assert ranking["top_features"].iloc[0].startswith("spo2")

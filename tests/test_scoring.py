@@ -59,6 +59,18 @@ def landed(directory: Path, frame: pd.DataFrame, parts: int) -> Path:
     return directory
 
 
+def scored_in_memory(
+    bundle: ModelBundle, today: pd.DataFrame, previous: pd.DataFrame, **constants: str
+) -> pd.DataFrame:
+    """Landed ``today`` scored whole in memory with ``previous`` as context, then flagged:
+    the rows streaming must write."""
+    frame = io.to_canonical(today, bundle.spec)
+    context = io.to_canonical(previous, bundle.spec)
+    scores = bundle.score_frame(frame, context).assign(**constants)
+    notes = flags.row_flags(frame, context, bundle.entities, bundle.spec.step, bundle.window)
+    return flags.annotate(scores, notes)
+
+
 @pytest.mark.parametrize("entities_per_chunk", [1, 2, 64])
 def test_streamed_partition_scores_equal_in_memory_scores(
     tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle, entities_per_chunk: int
@@ -75,17 +87,11 @@ def test_streamed_partition_scores_equal_in_memory_scores(
         entities_per_chunk=entities_per_chunk,
     )
 
-    today_rows = io.to_canonical(days[2], bundle.spec)
-    previous_rows = io.to_canonical(days[1], bundle.spec)
-    expected = bundle.score_frame(today_rows, previous_rows)
-    notes = flags.row_flags(today_rows, previous_rows, None, bundle.spec.step, bundle.window)
+    expected = scored_in_memory(bundle, days[2], days[1])
     written = pd.read_parquet(target)
     assert written["model_version"].eq("7").all()
     pd.testing.assert_frame_equal(
-        written.drop(columns="model_version"),
-        flags.annotate(expected, notes),
-        check_dtype=False,
-        rtol=1e-6,
+        written.drop(columns="model_version"), expected, check_dtype=False, rtol=1e-6
     )
     assert (totals.rows, totals.entities) == (len(days[2]), 5)
     assert totals.anomalies == int(expected["is_anomaly"].sum())
@@ -113,13 +119,8 @@ def test_context_read_from_a_window_before_the_day_gives_the_same_scores_and_fla
 
     bundle.score_partition(today, target, context=previous, day_start=midnight)
 
-    today_rows = io.to_canonical(days[2], bundle.spec)
-    previous_rows = io.to_canonical(previous_frame, bundle.spec)
-    expected = bundle.score_frame(today_rows, previous_rows)
-    notes = flags.row_flags(today_rows, previous_rows, None, bundle.spec.step, bundle.window)
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(target), flags.annotate(expected, notes), check_dtype=False, rtol=1e-6
-    )
+    expected = scored_in_memory(bundle, days[2], previous_frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(target), expected, check_dtype=False, rtol=1e-6)
 
 
 def test_output_is_sorted_by_entity_then_time_whatever_the_landing_order(
@@ -152,11 +153,15 @@ def in_memory_day(
 ) -> tuple[pd.DataFrame, dict, str]:
     """Scores, summary and report of a day held whole in memory: what streaming must equal."""
     spec = bundle.spec
-    frame = io.to_canonical(io.read_partition(today), spec)
-    context = io.to_canonical(io.read_partition(previous), spec)
-    scores = bundle.score_frame(frame, context).assign(model_name="tsad-vitals", model_version="3")
-    notes = flags.row_flags(frame, context, bundle.entities, spec.step, bundle.window)
-    scores = flags.annotate(scores, notes)
+    landed_today = io.read_partition(today)
+    scores = scored_in_memory(
+        bundle,
+        landed_today,
+        io.read_partition(previous),
+        model_name="tsad-vitals",
+        model_version="3",
+    )
+    frame = io.to_canonical(landed_today, spec)
     standardised = frame[["timestamp", "entity"]].copy()
     standardised[spec.feature_names] = bundle.scaler.transform(frame[spec.feature_names].to_numpy())
     day_drift = monitoring.drift(

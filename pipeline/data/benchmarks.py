@@ -159,19 +159,23 @@ def has_evaluation_anomalies(split: EvaluationSplit) -> bool:
 
 
 def load_benchmark(
-    root: str | Path, dataset: str, series: Sequence[str] | None = None
+    root: str | Path, dataset: str, series: Sequence[str] | None = None, strict: bool = True
 ) -> list[BenchmarkSeries]:
     """Load a benchmark by name (SMD, ASD, NAB, UCR, SMAP, MSL; any case) from ``root``,
-    the directory holding one folder per dataset; ``series`` keeps only the named series."""
+    the directory holding one folder per dataset; ``series`` keeps only the named series.
+
+    A name the dataset lacks is an error unless ``strict`` is False: a caller choosing names
+    across several datasets then checks the leftovers itself, and only named series are read.
+    """
     loader = _LOADERS.get(dataset.upper())
     if loader is None:
         known = ", ".join(_LOADERS)
         raise ValueError(f"unknown benchmark dataset {dataset!r}: choose one of {known}")
-    return loader(Path(root), series=series)
+    return loader(Path(root), series=series, strict=strict)
 
 
 def load_omni(
-    root: str | Path, dataset: str, series: Sequence[str] | None = None
+    root: str | Path, dataset: str, series: Sequence[str] | None = None, strict: bool = True
 ) -> list[BenchmarkSeries]:
     """Series of the OmniAnomaly layout (SMD, ASD): ``<root>/<DS>/{train,test,test_label}/
     <series>.txt``, comma-separated without header; SMD's ``interpretation_label`` is kept."""
@@ -179,10 +183,15 @@ def load_omni(
     base = _require_dir(Path(root) / name)
     train_dir = _require_dir(base / "train")
     available = sorted((path.stem for path in train_dir.glob("*.txt")), key=_natural_key)
-    return [_read_omni_series(base, name, item) for item in _select(available, series, train_dir)]
+    return [
+        _read_omni_series(base, name, item)
+        for item in _select(available, series, train_dir, strict)
+    ]
 
 
-def load_nab(root: str | Path, series: Sequence[str] | None = None) -> list[BenchmarkSeries]:
+def load_nab(
+    root: str | Path, series: Sequence[str] | None = None, strict: bool = True
+) -> list[BenchmarkSeries]:
     """NAB series ``<root>/NAB/data/<category>/<name>.csv`` labeled from
     ``labels/combined_windows.json``; train is the first 15% (NAB's probationary period)."""
     base = _require_dir(Path(root) / "NAB")
@@ -196,11 +205,13 @@ def load_nab(root: str | Path, series: Sequence[str] | None = None) -> list[Benc
         raise ValueError(f"{data_dir}: two categories hold a file of the same name")
     return [
         _read_nab_series(files[item], windows, labels_path)
-        for item in _select(list(files), series, data_dir)
+        for item in _select(list(files), series, data_dir, strict)
     ]
 
 
-def load_ucr(root: str | Path, series: Sequence[str] | None = None) -> list[BenchmarkSeries]:
+def load_ucr(
+    root: str | Path, series: Sequence[str] | None = None, strict: bool = True
+) -> list[BenchmarkSeries]:
     """UCR anomaly archive files ``<root>/UCR/<id>_UCR_Anomaly_<name>_<trainEnd>_<anomStart>_
     <anomEnd>.txt``; series are named ``<id>_<name>``, e.g. ``135_InternalBleeding16``."""
     base = _require_dir(Path(root) / "UCR")
@@ -214,11 +225,13 @@ def load_ucr(root: str | Path, series: Sequence[str] | None = None) -> list[Benc
             )
         files[f"{match['id']}_{match['name']}"] = (path, match)
     available = sorted(files, key=_natural_key)
-    return [_read_ucr_series(item, *files[item]) for item in _select(available, series, base)]
+    return [
+        _read_ucr_series(item, *files[item]) for item in _select(available, series, base, strict)
+    ]
 
 
 def load_telemanom(
-    root: str | Path, dataset: str, series: Sequence[str] | None = None
+    root: str | Path, dataset: str, series: Sequence[str] | None = None, strict: bool = True
 ) -> list[BenchmarkSeries]:
     """Channels of the telemanom release (SMAP, MSL): ``<root>/<DS>/{train,test}/<chan>.npy``
     and ``labeled_anomalies.csv`` in ``<root>/<DS>/`` or ``<root>/``, which lists both
@@ -230,7 +243,7 @@ def load_telemanom(
     available = sorted(sequences, key=_natural_key)
     return [
         _read_telemanom_series(base, spacecraft, chan, sequences[chan], table_path)
-        for chan in _select(available, series, table_path)
+        for chan in _select(available, series, table_path, strict)
     ]
 
 
@@ -472,13 +485,15 @@ def _feature_names(count: int) -> list[str]:
     return ["value"] if count == 1 else [f"f{index}" for index in range(count)]
 
 
-def _select(available: Sequence[str], series: Sequence[str] | None, where: Path) -> list[str]:
-    """The requested series in release order; an unknown name fails rather than shrinking a
-    benchmark unnoticed."""
+def _select(
+    available: Sequence[str], series: Sequence[str] | None, where: Path, strict: bool
+) -> list[str]:
+    """The requested series in release order; when ``strict``, an unknown name fails rather
+    than shrinking a benchmark unnoticed."""
     if series is None:
         return list(available)
     unknown = sorted(set(series) - set(available))
-    if unknown:
+    if unknown and strict:
         raise ValueError(f"no series {unknown} in {where} (available: {', '.join(available)})")
     wanted = set(series)
     return [name for name in available if name in wanted]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ENTITY, TIMESTAMP
-from pipeline.data.windows import timestamps_ns
+from pipeline.data.windows import segment_bounds, timestamps_ns
 
 OUT_OF_ORDER = "out_of_order"
 UNSEEN_ENTITY = "unseen_entity"
@@ -48,12 +48,10 @@ def after_gap(
         earlier = context[[ENTITY, TIMESTAMP]].assign(own=False)
         history = pd.concat([earlier, history], ignore_index=True)
         history = history.sort_values([ENTITY, TIMESTAMP], kind="stable", ignore_index=True)
-    entity = history[ENTITY].to_numpy()
-    times = timestamps_ns(history[TIMESTAMP])
-    starts = np.ones(len(history), dtype=bool)
-    starts[1:] = (entity[1:] != entity[:-1]) | (np.diff(times) > pd.Timedelta(step).value)
-    segment = np.cumsum(starts)
-    position = pd.Series(np.arange(len(history))).groupby(segment).cumcount().to_numpy()
+    # Scoring cuts windows at these same bounds, so a row's place in its segment is exactly
+    # the gap-free history its window sees.
+    bounds = segment_bounds(history, step)
+    position = np.arange(len(history)) - np.repeat(bounds[:-1], np.diff(bounds))
     return position[history["own"].to_numpy()] < window - 1
 
 

@@ -154,14 +154,19 @@ def partition_entities(directory: Path, spec: DatasetSpec) -> np.ndarray:
 
 
 def read_entities(directory: Path, spec: DatasetSpec, entities: Sequence[str]) -> pd.DataFrame:
-    """Canonical rows of a partition's ``entities`` only, streamed: the rest is never held."""
+    """Canonical rows of a partition's ``entities`` only, streamed: the rest is never held.
+
+    Each batch is filtered on its source entity column before conversion, so only the few
+    wanted rows are converted (entities compared as text, as :func:`to_canonical` makes them).
+    """
     wanted = list(entities)
-    parts = [
-        frame[frame[ENTITY].isin(wanted)]
-        for frame in (
-            to_canonical(raw, spec) for raw in read_batches(directory, scoring_columns(spec))
-        )
-    ]
+    parts = []
+    for raw in read_batches(directory, scoring_columns(spec)):
+        if spec.entity_source:
+            chosen = raw[spec.entity_source].astype(str).isin(wanted).to_numpy()
+        else:
+            chosen = np.full(len(raw), spec.default_entity in wanted)
+        parts.append(to_canonical(raw[chosen], spec))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -232,28 +237,41 @@ def parquet_writer_atomic(
     The schema is explicit because a frame's own may differ from chunk to chunk (a list
     column that holds only ``None`` in one chunk has no element type to infer).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    writer: pq.ParquetWriter | None = None
+    with _committed(target) as temporary:
+        writer: pq.ParquetWriter | None = None
 
-    def append(frame: pd.DataFrame) -> None:
-        nonlocal writer
-        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(temporary, table.schema)
-        writer.write_table(table)
+        def append(frame: pd.DataFrame) -> None:
+            nonlocal writer
+            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(temporary, table.schema)
+            writer.write_table(table)
 
-    try:
-        yield append
+        try:
+            yield append
+        finally:
+            if writer is not None:
+                writer.close()
         if writer is None:
             raise ValueError(f"no rows were written to {target}")
-        writer.close()
+
+
+@contextlib.contextmanager
+def _committed(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target``, moved onto it once the block has written it.
+
+    The one commit sequence of every atomic file write: the temporary is synced to disk before
+    the rename and the directory after it, so a crash leaves the old file or the new one, never
+    a torn one; a failed block leaves ``target`` as it was and no temporary behind.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield temporary
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, target)
     finally:
-        if writer is not None:
-            writer.close()
         temporary.unlink(missing_ok=True)
     _fsync_directory(target.parent)
 
@@ -268,16 +286,8 @@ def _fsync_directory(directory: Path) -> None:
 
 def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
     """Write ``frame`` to ``target`` so that it appears complete or not at all."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with _committed(target) as temporary:
         frame.to_parquet(temporary, index=False)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(target.parent)
     return target
 
 

@@ -233,47 +233,18 @@ def sliding_windows(values: np.ndarray, window: int) -> np.ndarray:
     return view.transpose(0, 2, 1)
 
 
-class PointScores:
-    """Accumulates per-step window errors onto time steps, chunk by chunk.
-
-    ``add(starts, errors)`` takes ``errors[i, t]``, the error the window starting at
-    ``starts[i]`` gives its ``t``-th step; :meth:`result` gives each time step the mean over all
-    windows covering it. Memory is two arrays of the series length, whatever the number of
-    windows, so scoring runs in bounded chunks.
-
-    One ``bincount`` per chunk over the rows the chunk's windows span: the work is
-    proportional to the chunk, not to the series length times the window.
-    """
-
-    def __init__(self, n_rows: int) -> None:
-        self._total = np.zeros(n_rows, dtype=np.float64)
-        self._count = np.zeros(n_rows, dtype=np.float64)
-
-    def add(self, starts: np.ndarray, window_errors: np.ndarray) -> None:
-        errors = np.asarray(window_errors, dtype=np.float64)
-        if len(starts) == 0:
-            return
-        first = int(starts.min())
-        span = int(starts.max()) - first + errors.shape[1]
-        positions = ((starts - first)[:, None] + np.arange(errors.shape[1])).ravel()
-        covered = slice(first, first + span)
-        self._total[covered] += np.bincount(positions, weights=errors.ravel(), minlength=span)
-        self._count[covered] += np.bincount(positions, minlength=span)
-
-    def result(self) -> np.ndarray:
-        uncovered = self._count == 0
-        if np.any(uncovered):
-            raise ValueError(f"{int(uncovered.sum())} time steps are covered by no window")
-        return self._total / self._count
-
-
 class PointFeatureScores:
-    """:class:`PointScores` with a feature axis: per-step, per-feature window errors onto rows.
+    """Accumulates per-step, per-feature window errors onto rows, chunk by chunk.
 
-    ``add(starts, errors)`` takes ``errors[i, t, f]``; :meth:`result` gives each row and
-    feature the mean over the windows covering the row. One ``bincount`` per chunk over the
-    flattened (row, feature) index of the rows the chunk spans, as in :class:`PointScores`;
-    memory is one array of ``n_rows x n_features``.
+    ``add(starts, errors)`` takes ``errors[i, t, f]``, the error the window starting at
+    ``starts[i]`` gives feature ``f`` of its ``t``-th step; :meth:`result` gives each row and
+    feature the mean over all windows covering the row. Memory is one array of
+    ``n_rows x n_features`` plus one of the series length, whatever the number of windows, so
+    scoring runs in bounded chunks.
+
+    One ``bincount`` per chunk over the flattened (row, feature) index of the rows the chunk's
+    windows span: the work is proportional to the chunk, not to the series length times the
+    window.
     """
 
     def __init__(self, n_rows: int, n_features: int) -> None:
@@ -297,7 +268,25 @@ class PointFeatureScores:
         self._count[first : first + span] += np.bincount(positions, minlength=span)
 
     def result(self) -> np.ndarray:
-        if np.any(self._count == 0):
-            uncovered = int((self._count == 0).sum())
-            raise ValueError(f"{uncovered} time steps are covered by no window")
+        uncovered = self._count == 0
+        if np.any(uncovered):
+            raise ValueError(f"{int(uncovered.sum())} time steps are covered by no window")
         return self._total.reshape(self._shape) / self._count[:, None]
+
+
+class PointScores:
+    """:class:`PointFeatureScores` of one feature: per-step window errors onto time steps.
+
+    ``add(starts, errors)`` takes ``errors[i, t]``; :meth:`result` gives each time step the
+    mean over all windows covering it. The errors are one feature's, so both share one
+    accumulation (memory is two arrays of the series length).
+    """
+
+    def __init__(self, n_rows: int) -> None:
+        self._points = PointFeatureScores(n_rows, 1)
+
+    def add(self, starts: np.ndarray, window_errors: np.ndarray) -> None:
+        self._points.add(starts, np.asarray(window_errors)[:, :, None])
+
+    def result(self) -> np.ndarray:
+        return self._points.result()[:, 0]

@@ -255,18 +255,12 @@ class AnomalyTransformer(TorchDetector):
         reconstruction, series, priors = module(windows)
         return minimax_loss(windows, reconstruction, series, priors, self.config.k)
 
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """softmax(-AssDis / temperature) over the window times per-step squared error."""
-        reconstruction, series, priors = module(windows)
-        error = (reconstruction - windows).pow(2).mean(dim=-1)
-        discrepancy = association_discrepancy(priors, series)
-        return torch.softmax(-discrepancy / self.config.temperature, dim=-1) * error
-
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Each feature's squared error weighted by its step's association weight.
 
-        The weight ``softmax(-AssDis / temperature)`` belongs to the step, so the features are
-        ranked by reconstruction error alone while their mean stays the detector's score.
+        The weight ``softmax(-AssDis / temperature)`` over the window belongs to the step, so
+        the features are ranked by reconstruction error alone, and their mean, the weight times
+        the step's squared error, is the detector's score (:meth:`window_errors`).
         """
         reconstruction, series, priors = module(windows)
         discrepancy = association_discrepancy(priors, series)

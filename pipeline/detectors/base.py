@@ -35,6 +35,9 @@ class Detector(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[DetectorConfig]]
+    # Whether :meth:`score` is the mean over features of :meth:`score_features`: then one
+    # per-feature pass gives both, and :meth:`explained_scores` runs only that pass.
+    score_is_feature_mean: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.config = self.Config(**params)
@@ -90,9 +93,15 @@ class Detector(ABC):
         """Every row's score, and the per-feature scores of the rows at or above ``threshold``.
 
         The second array holds one row per alarm, in row order: what daily scoring attaches to
-        its alarms. By default the per-feature pass runs only when some row alarms, since it can
-        cost ``features + 1`` scoring passes; detectors that get both from one pass override it.
+        its alarms. Where the score is the mean of the per-feature scores
+        (:attr:`score_is_feature_mean`), one per-feature pass gives both, which halves the
+        model passes of any day with an alarm. Otherwise the per-feature pass runs only when
+        some row alarms, since it can cost ``features + 1`` scoring passes.
         """
+        if self.score_is_feature_mean:
+            features = self.score_features(x)
+            scores = features.mean(axis=1)
+            return scores, features[scores >= threshold]
         scores = self.score(x)
         alarms = scores >= threshold
         if not alarms.any():

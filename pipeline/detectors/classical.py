@@ -12,7 +12,8 @@ arithmetic as the fitted one: scores round-trip exactly. The tests check each ar
 against scikit-learn's own scoring.
 
 Attribution: PCA's score is the mean of per-feature squared residuals, which
-``score_features`` returns. Isolation Forest and One-Class SVM have no per-feature form; they
+``score_features`` returns, so one pass of it gives both an alarm and its explanation
+(``score_is_feature_mean``). Isolation Forest and One-Class SVM have no per-feature form; they
 use the base class's occlusion (score drop with a feature at its training mean), at the cost
 of ``features + 1`` scoring passes.
 """
@@ -165,6 +166,7 @@ class PCA(ClassicalDetector):
     name = "pca"
     Config = PCAConfig
     Model = PCAModel
+    score_is_feature_mean = True  # the score is the feature mean of the squared residuals
 
     def _fit_model(self, rows: np.ndarray) -> PCAModel:
         pca = SklearnPCA(n_components=self.config.n_components, svd_solver="full")

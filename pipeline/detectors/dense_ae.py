@@ -72,10 +72,6 @@ class DenseAE(TorchDetector):
             loss = loss + self.config.sparse * code.float().abs().mean()
         return loss
 
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        reconstruction, _ = module(windows)
-        return (reconstruction.float() - windows).pow(2).mean(dim=-1)
-
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         reconstruction, _ = module(windows)
         return (reconstruction.float() - windows).pow(2)

@@ -60,9 +60,6 @@ class LSTMAE(TorchDetector):
     def training_loss(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return nn.functional.mse_loss(module(windows).float(), windows)
 
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        return (module(windows).float() - windows).pow(2).mean(dim=-1)
-
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return (module(windows).float() - windows).pow(2)
 
@@ -117,13 +114,12 @@ class LSTMForecast(TorchDetector):
         """Teacher-forced MSE of every next-step prediction inside the window."""
         return nn.functional.mse_loss(module(windows[:, :-1]).float(), windows[:, 1:])
 
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """Squared error of forecasting each window's last step, shape (batch, 1)."""
-        forecast = module(windows[:, :-1])[:, -1].float()
-        return (forecast - windows[:, -1]).pow(2).mean(dim=-1, keepdim=True)
-
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """Squared error of each feature's forecast of the last step, shape (batch, 1, features)."""
+        """Squared error of each feature's forecast of the last step, shape (batch, 1, features).
+
+        Only the last step is forecast, so the score (:meth:`window_errors`, the feature mean)
+        has shape (batch, 1).
+        """
         forecast = module(windows[:, :-1])[:, -1:].float()
         return (forecast - windows[:, -1:]).pow(2)
 

@@ -64,10 +64,6 @@ class MaskedTransformerEncoder(TransformerAutoencoder):
         tokens = torch.where(mask[..., None], self.mask_token, self.embed(windows))
         return self.head(self.encoder(tokens + self.positions[: windows.shape[1]]))
 
-    def masked_errors(self, windows: torch.Tensor) -> torch.Tensor:
-        """Per-step squared error with every step restored under one of the score masks."""
-        return self.masked_feature_errors(windows).mean(dim=-1)
-
     def masked_feature_errors(self, windows: torch.Tensor) -> torch.Tensor:
         """Per-step, per-feature squared error, every step restored under one score mask."""
         errors = torch.zeros(windows.shape, device=windows.device)
@@ -102,13 +98,10 @@ class MaskedTransformer(TorchDetector):
         training task gets harder every epoch.
         """
         if not module.training:
-            return module.masked_errors(windows).mean()
+            return module.masked_feature_errors(windows).mean()
         mask = torch.rand(windows.shape[:2], device=windows.device) < self._mask_ratio
         step_error = (module(windows, mask).float() - windows).pow(2).mean(dim=-1)
         return (step_error * mask).sum() / mask.sum().clamp_min(1)
-
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        return module.masked_errors(windows)
 
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return module.masked_feature_errors(windows)

@@ -1,10 +1,10 @@
 """Shared machinery of the window-based torch detectors.
 
-A subclass provides four things: the module it trains, the loss of a batch of windows, and the
-per-step error of a batch of windows, in total and per feature (what explains an alarm).
-Everything else (training loop, device, windows as views, chunked scoring under
-``inference_mode``, mapping window errors to time steps, persistence of weights without pickle)
-lives here once.
+A subclass provides three things: the module it trains, the loss of a batch of windows, and the
+per-step, per-feature error of a batch of windows (what explains an alarm). The score is that
+error's mean over features unless a subclass overrides it (the VAE's likelihood). Everything
+else (training loop, device, windows as views, chunked scoring under ``inference_mode``,
+mapping window errors to time steps, persistence of weights without pickle) lives here once.
 """
 
 from __future__ import annotations
@@ -50,12 +50,21 @@ class TorchDetectorConfig(DetectorConfig):
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
     seed: int = 0
 
+    @property
+    def scoring_stride(self) -> int:
+        """The step between scored windows: ``score_stride``, else a quarter window (at least 1).
+
+        One definition for the detectors and for benchmarks that replay their scoring loop.
+        """
+        return self.score_stride or max(1, self.window // 4)
+
 
 class TorchDetector(Detector):
     """Base of detectors that learn from windows with a torch module."""
 
     Config = TorchDetectorConfig
-    # Whether :meth:`window_errors` is the mean over features of :meth:`window_feature_errors`.
+    # The default :meth:`window_errors` is the feature mean of :meth:`window_feature_errors`;
+    # a subclass that overrides it with another score sets this False.
     score_is_feature_mean: ClassVar[bool] = True
 
     @abstractmethod
@@ -67,17 +76,21 @@ class TorchDetector(Detector):
         """Scalar loss of a (batch, window, features) tensor."""
 
     @abstractmethod
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """Per-step anomaly score of each window, shape (batch, window)."""
-
-    @abstractmethod
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Per-step, per-feature error of each window, shape (batch, window, features).
 
-        Where the score is an error, its mean over features is :meth:`window_errors`, so the
-        attribution of an alarm explains exactly the score that raised it; a detector whose
-        score is not a plain error (the VAE's likelihood) says what it ranks instead.
+        Its mean over features is the score (:meth:`window_errors`), so the attribution of an
+        alarm explains exactly the score that raised it; a detector whose score is not a plain
+        error (the VAE's likelihood) overrides :meth:`window_errors` and says what this ranks.
         """
+
+    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Per-step anomaly score of each window, shape (batch, window): the feature mean.
+
+        Derived rather than written per detector so the score and its attribution cannot
+        drift apart.
+        """
+        return self.window_feature_errors(module, windows).mean(dim=-1)
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (0-based); epoch-dependent schedules override it."""
@@ -127,19 +140,6 @@ class TorchDetector(Detector):
         """Per-feature errors of every row, from the same windows as :meth:`score`."""
         return self._map_windows(x, self.window_feature_errors, PointFeatureScores)
 
-    def explained_scores(self, x: Segments, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and alarms' per-feature errors from one pass where the score is their mean.
-
-        Daily scoring explains every alarm; deriving the score from the per-feature errors
-        halves its model passes on any day with an alarm. A detector whose score is not the
-        mean of its feature errors (:attr:`score_is_feature_mean`) takes the two-pass default.
-        """
-        if not self.score_is_feature_mean:
-            return super().explained_scores(x, threshold)
-        features = self.score_features(x)
-        scores = features.mean(axis=1)
-        return scores, features[scores >= threshold]
-
     def _map_windows(
         self,
         x: Segments,
@@ -156,8 +156,7 @@ class TorchDetector(Detector):
         device = resolve_device(config.device)
         module = self.module_.to(device).eval()
         padded, keep = pad_short_segments(x, config.window)
-        stride = config.score_stride or max(1, config.window // 4)
-        source = WindowSource(padded, config.window, stride, device)
+        source = WindowSource(padded, config.window, config.scoring_stride, device)
         points = accumulator(padded.n_rows, padded.n_features)
         with torch.inference_mode(), autocast(device):
             for begin in range(0, len(source), config.score_batch_size):

@@ -76,8 +76,5 @@ class TransformerAE(TorchDetector):
     def training_loss(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return nn.functional.mse_loss(module(windows).float(), windows)
 
-    def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        return (module(windows).float() - windows).pow(2).mean(dim=-1)
-
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return (module(windows).float() - windows).pow(2)

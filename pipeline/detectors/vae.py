@@ -110,6 +110,7 @@ class VAE(TorchDetector):
         return per_window.mean() / windows[0].numel()
 
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Per-step reconstruction probability: the decoder NLL summed over features (no mean)."""
         nll, _ = module(windows, module.fixed_draws[:, None, :])
         return nll.mean(dim=0).sum(dim=-1)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from prerequisites import require
 
 from pipeline.config import ENTITY, LABEL, TIMESTAMP
 from pipeline.data.benchmarks import (
@@ -21,25 +20,16 @@ from pipeline.data.benchmarks import (
     split_for_evaluation,
 )
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
 
 @pytest.fixture(scope="module")
-def datasets() -> Path:
-    """The shared data: skipped where it is absent, except in CI, which must have it."""
-    require(DATASETS.is_dir(), f"shared benchmark data not found at {DATASETS}")
-    return DATASETS
-
-
-@pytest.fixture(scope="module")
-def machine(datasets: Path) -> BenchmarkSeries:
-    (series,) = load_benchmark(datasets, "SMD", series=["machine-1-6"])
+def machine(shared_datasets: Path) -> BenchmarkSeries:
+    (series,) = load_benchmark(shared_datasets, "SMD", series=["machine-1-6"])
     return series
 
 
 @pytest.fixture(scope="module")
-def nab(datasets: Path) -> list[BenchmarkSeries]:
-    return load_benchmark(datasets, "nab")
+def nab(shared_datasets: Path) -> list[BenchmarkSeries]:
+    return load_benchmark(shared_datasets, "nab")
 
 
 def runs(labels: np.ndarray) -> list[tuple[int, int]]:
@@ -87,8 +77,8 @@ def test_smd_interpretation_matches_test_labels(machine: BenchmarkSeries) -> Non
     assert machine.interpretation[0] == (246, 252, [0, 1, 2, 3, 5, 8, 9, 10, 11, 12, 14])
 
 
-def test_asd_loads_six_series_of_19_features(datasets: Path) -> None:
-    series = load_benchmark(datasets, "ASD")
+def test_asd_loads_six_series_of_19_features(shared_datasets: Path) -> None:
+    series = load_benchmark(shared_datasets, "ASD")
     assert [item.name for item in series] == [f"omi-{index}" for index in range(1, 7)]
     for item in series:
         assert item.train.shape[1] == item.test.shape[1] == 19
@@ -96,8 +86,10 @@ def test_asd_loads_six_series_of_19_features(datasets: Path) -> None:
         assert item.interpretation is None
 
 
-def test_nab_labels_come_from_inclusive_windows(datasets: Path, nab: list[BenchmarkSeries]) -> None:
-    windows = json.loads((datasets / "NAB" / "labels" / "combined_windows.json").read_text())
+def test_nab_labels_come_from_inclusive_windows(
+    shared_datasets: Path, nab: list[BenchmarkSeries]
+) -> None:
+    windows = json.loads((shared_datasets / "NAB" / "labels" / "combined_windows.json").read_text())
     assert len(nab) == 4
     for series in nab:
         key = f"realKnownCause/{series.name}.csv"
@@ -112,8 +104,8 @@ def test_nab_labels_come_from_inclusive_windows(datasets: Path, nab: list[Benchm
     assert (start, end + 1) == runs(ambient.test_labels)[0]
 
 
-def test_ucr_135_marks_rows_4187_to_4198(datasets: Path) -> None:
-    (series,) = load_benchmark(datasets, "UCR", series=["135_InternalBleeding16"])
+def test_ucr_135_marks_rows_4187_to_4198(shared_datasets: Path) -> None:
+    (series,) = load_benchmark(shared_datasets, "UCR", series=["135_InternalBleeding16"])
     assert len(series.train) == 1200
     assert len(series.train) + len(series.test) == 7501
     np.testing.assert_array_equal(np.flatnonzero(series.test_labels) + 1200, np.arange(4187, 4199))
@@ -234,6 +226,14 @@ def test_unknown_series_is_rejected(tmp_path: Path) -> None:
     write_omni(tmp_path, train_rows=5, test_rows=5, label_rows=5)
     with pytest.raises(ValueError, match=r"no series \['other'\]"):
         load_benchmark(tmp_path, "SMD", series=["other"])
+
+
+def test_lenient_selection_skips_unknown_names_and_reads_only_the_named(tmp_path: Path) -> None:
+    write_omni(tmp_path, train_rows=5, test_rows=5, label_rows=5)
+    # A series without test files: reading it would fail, so it must not be read.
+    np.savetxt(tmp_path / "SMD" / "train" / "unread.txt", np.zeros((5, 3)), delimiter=",")
+    chosen = load_benchmark(tmp_path, "SMD", series=["m", "other"], strict=False)
+    assert [series.name for series in chosen] == ["m"]
 
 
 def test_label_length_mismatch_names_the_file(tmp_path: Path) -> None:

@@ -89,38 +89,29 @@ def test_segments_reject_inconsistent_bounds():
         Segments(np.zeros((5, 1), dtype=np.float32), np.array([0, 3]))
 
 
-def test_point_scores_equal_the_mean_over_covering_windows_in_any_chunking():
-    rng = np.random.default_rng(0)
-    n_rows, window = 50, 7
-    starts = np.sort(rng.choice(n_rows - window + 1, size=30, replace=False))
-    starts = np.union1d(starts, [0, n_rows - window])
-    errors = rng.random((len(starts), window))
-    total, count = np.zeros(n_rows), np.zeros(n_rows)
-    for start, row in zip(starts, errors, strict=True):
-        total[start : start + window] += row
-        count[start : start + window] += 1
-    expected = total / count
-    for chunk in (1, 4, len(starts)):
-        points = PointScores(n_rows)
-        for begin in range(0, len(starts), chunk):
-            points.add(starts[begin : begin + chunk], errors[begin : begin + chunk])
-        points.add(np.empty(0, dtype=np.int64), np.empty((0, window)))
-        np.testing.assert_allclose(points.result(), expected, rtol=1e-12)
-
-
-def test_point_feature_scores_equal_the_mean_over_covering_windows_in_any_chunking():
-    rng = np.random.default_rng(1)
-    n_rows, window, features = 40, 5, 3
-    starts = np.union1d(rng.choice(n_rows - window + 1, size=20, replace=False), [0, 35])
-    errors = rng.random((len(starts), window, features))
-    total, count = np.zeros((n_rows, features)), np.zeros(n_rows)
+@pytest.mark.parametrize(
+    ("seed", "n_rows", "window", "n_starts", "features"),
+    [(0, 50, 7, 30, None), (1, 40, 5, 20, 3)],
+    ids=["per row", "per row and feature"],
+)
+def test_point_scores_equal_the_mean_over_covering_windows_in_any_chunking(
+    seed: int, n_rows: int, window: int, n_starts: int, features: int | None
+) -> None:
+    """``features=None`` is :class:`PointScores` (errors ``[i, t]``), otherwise
+    :class:`PointFeatureScores` (errors ``[i, t, f]``)."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(n_rows - window + 1, size=n_starts, replace=False)
+    starts = np.union1d(chosen, [0, n_rows - window])
+    feature_shape = () if features is None else (features,)
+    errors = rng.random((len(starts), window, *feature_shape))
+    total, count = np.zeros((n_rows, *feature_shape)), np.zeros(n_rows)
     for start, block in zip(starts, errors, strict=True):
         total[start : start + window] += block
         count[start : start + window] += 1
-    expected = total / count[:, None]
+    expected = total / (count if features is None else count[:, None])
     for chunk in (1, 4, len(starts)):
-        points = PointFeatureScores(n_rows, features)
+        points = PointScores(n_rows) if features is None else PointFeatureScores(n_rows, features)
         for begin in range(0, len(starts), chunk):
             points.add(starts[begin : begin + chunk], errors[begin : begin + chunk])
-        points.add(np.empty(0, dtype=np.int64), np.empty((0, window, features)))
+        points.add(np.empty(0, dtype=np.int64), np.empty((0, window, *feature_shape)))
         np.testing.assert_allclose(points.result(), expected, rtol=1e-12)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,6 +339,21 @@ class AirflowStack:
 
     def wait_ready(self, timeout: float = 180) -> None:
         self.api_server.wait_ready("/api/v2/monitor/health", timeout)
+
+    def open_api(self, dag_ids: Sequence[str]) -> AirflowApi:
+        """Wait for the components :meth:`start` launched, sign in, and unpause ``dag_ids``
+        once parsed: an API ready to trigger runs.
+
+        Separate from :meth:`start` so that servers launched in between (the UIs) come up
+        while this waits.
+        """
+        self.wait_ready()
+        api = AirflowApi(self)
+        api.login(AIRFLOW_USER, self.password)
+        for dag_id in dag_ids:
+            api.wait_for_dag(dag_id)
+            api.unpause(dag_id)
+        return api
 
     def check_alive(self) -> None:
         for server in self.servers:

@@ -22,6 +22,7 @@ import jwt
 import pandas as pd
 import pytest
 import requests
+from conftest import use_home
 from headless_chromium import Browser, headless_browser
 from PIL import Image
 from prerequisites import require
@@ -65,10 +66,7 @@ def stack_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
     require(postgres_available(), f"PostgreSQL is not reachable at {POSTGRES_DSN!r}")
     root = tmp_path_factory.mktemp("stack")
     with pytest.MonkeyPatch.context() as patch, contextlib.ExitStack() as cleanup:
-        patch.setenv("TSAD_HOME", str(root / "tsad"))
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-            patch.delenv(variable, raising=False)
-        settings = Settings.from_env()
+        settings = use_home(root / "tsad", patch)
         steps.generate(
             start=CONFIG.train.start,
             days=(SCORED_DAY - CONFIG.train.start).days + 1,
@@ -87,13 +85,7 @@ def stack_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
             "airflow": stack.start_browsable_api_server(),
         }
         cleanup.callback(ui_servers["mlflow"].stop)
-        stack.wait_ready()
-
-        api = AirflowApi(stack)
-        api.login(AIRFLOW_USER, stack.password)
-        for dag_id in ("tsad_train", "tsad_score"):
-            api.wait_for_dag(dag_id)
-            api.unpause(dag_id)
+        api = stack.open_api(["tsad_train", "tsad_score"])
         train_id = api.trigger("tsad_train", conf={"epochs": 1})
         train = api.wait_for_run("tsad_train", train_id, RUN_TIMEOUT_S)
         # The scheduler's run for a day starts once the day is over: its logical date is the

@@ -24,33 +24,29 @@ DRIFTED = BROKEN + dt.timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TSAD_HOME", str(tmp_path_factory.mktemp("e2e") / "tsad"))
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-            patch.delenv(variable, raising=False)
-        settings = Settings.from_env()
-        days = (DRIFTED - CONFIG.train.start).days + 1
-        steps.generate(
-            start=CONFIG.train.start,
-            days=days,
-            patients=4,
-            labeled_from=CONFIG.validation.start,
-            settings=settings,
-        )
-        broken = settings.partition("landing", "vitals", BROKEN) / "part-0.parquet"
-        pd.read_parquet(broken).drop(columns=["heart_rate"]).to_parquet(broken, index=False)
-        drifted = settings.partition("landing", "vitals", DRIFTED) / "part-0.parquet"
-        shifted = pd.read_parquet(drifted)
-        shifted["heart_rate"] += 40.0  # a recalibrated monitor: plausible values, new level
-        shifted.to_parquet(drifted, index=False)
-        init_airflow(settings)
-        parse_dags(settings)
-        states = {"train": run_dag("tsad_train", settings, conf={"epochs": 3})}
-        for day in [*SCORED, BROKEN, DRIFTED]:
-            run_date = (day + dt.timedelta(days=1)).isoformat()
-            states[day] = run_dag("tsad_score", settings, logical_date=run_date)
-        yield settings, states
+def pipeline_run(module_home: Settings) -> tuple[Settings, dict]:
+    settings = module_home
+    days = (DRIFTED - CONFIG.train.start).days + 1
+    steps.generate(
+        start=CONFIG.train.start,
+        days=days,
+        patients=4,
+        labeled_from=CONFIG.validation.start,
+        settings=settings,
+    )
+    broken = settings.partition("landing", "vitals", BROKEN) / "part-0.parquet"
+    pd.read_parquet(broken).drop(columns=["heart_rate"]).to_parquet(broken, index=False)
+    drifted = settings.partition("landing", "vitals", DRIFTED) / "part-0.parquet"
+    shifted = pd.read_parquet(drifted)
+    shifted["heart_rate"] += 40.0  # a recalibrated monitor: plausible values, new level
+    shifted.to_parquet(drifted, index=False)
+    init_airflow(settings)
+    parse_dags(settings)
+    states = {"train": run_dag("tsad_train", settings, conf={"epochs": 3})}
+    for day in [*SCORED, BROKEN, DRIFTED]:
+        run_date = (day + dt.timedelta(days=1)).isoformat()
+        states[day] = run_dag("tsad_score", settings, logical_date=run_date)
+    return settings, states
 
 
 def test_training_dag_registers_and_promotes(pipeline_run):

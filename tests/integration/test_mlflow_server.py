@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import use_home
 from mlflow.exceptions import MlflowException
 from prerequisites import require
 from stack_servers import (
@@ -106,13 +107,12 @@ def pipeline_account(server: MlflowServer) -> tuple[str, str]:
 
 @pytest.fixture
 def stack_settings(server, pipeline_account, tmp_path, monkeypatch) -> Settings:
-    """The pipeline's environment on the stack: a remote tracking URI and credentials."""
-    monkeypatch.setenv("TSAD_HOME", str(tmp_path / "tsad"))
+    """The pipeline's environment on the stack: a test's own home, then a remote tracking URI
+    and credentials."""
+    use_home(tmp_path / "tsad", monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", pipeline_account[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", pipeline_account[1])
-    for variable in ("MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-        monkeypatch.delenv(variable, raising=False)
     return Settings.from_env()
 
 

@@ -11,13 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stack_servers import (
-    AIRFLOW_USER,
-    AirflowApi,
-    AirflowStack,
-    private_postgres,
-    wait_until,
-)
+from stack_servers import AirflowStack, private_postgres, wait_until
 
 from pipeline import steps, tracking
 from pipeline.config import RunConfig, Settings
@@ -43,11 +37,7 @@ def test_training_run_survives_a_postgres_restart_while_a_task_runs(
         try:
             stack.migrate()
             stack.start()
-            stack.wait_ready()
-            api = AirflowApi(stack)
-            api.login(AIRFLOW_USER, stack.password)
-            api.wait_for_dag("tsad_train")
-            api.unpause("tsad_train")
+            api = stack.open_api(["tsad_train"])
             run_id = api.trigger("tsad_train", conf={"epochs": 1})
 
             def running_task() -> str | None:
