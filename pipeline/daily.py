@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline import monitoring
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
@@ -42,6 +43,17 @@ def _standardised(
     standardised = frame[[TIMESTAMP, ENTITY]].copy()
     standardised[features] = bundle.scaler.transform(frame[features].to_numpy())
     return standardised
+
+
+def _plotted_scores(target: Path, plotted: list[str]) -> pd.DataFrame:
+    """The scores of the entities the report plots, read back from the day's scores file.
+
+    A day without alarms plots none; Arrow cannot type an empty ``in`` filter, so then only
+    the file's schema is read, for an empty frame with its columns.
+    """
+    if not plotted:
+        return pq.read_schema(target).empty_table().to_pandas()
+    return pd.read_parquet(target, filters=[(ENTITY, "in", plotted)])
 
 
 def score_landed(
@@ -95,7 +107,7 @@ def score_landed(
         rows=totals.rows,
         alarms=totals.anomalies,
         ranking=ranking,
-        scores=pd.read_parquet(target, filters=[(ENTITY, "in", plotted)]),
+        scores=_plotted_scores(target, plotted),
         standardised=_standardised(bundle, spec, landing, plotted),
         drift=drift,
         entities_plotted=spec.monitoring.report_entities,

@@ -255,3 +255,18 @@ def test_the_streamed_scoring_step_equals_the_day_scored_in_memory(
     assert summary == expected_summary
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == expected_summary
     assert (tmp_path / "out" / "report.html").read_text() == expected_page
+
+
+def test_a_day_without_alarms_gets_its_scores_report_and_summary(
+    tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle
+) -> None:
+    quiet = replace(bundle, calibration={**bundle.calibration, "threshold": 1e12})
+    today = landed(tmp_path / "today", days[2], parts=1)
+
+    summary = daily.score_landed(
+        quiet, quiet.spec, START, today, None, tmp_path / "out", "tsad-vitals", "1"
+    )
+
+    assert summary["anomalies"] == 0 and summary["rows"] == len(days[2])
+    assert len(pd.read_parquet(tmp_path / "out" / "scores.parquet")) == len(days[2])
+    assert "No alarms today." in (tmp_path / "out" / "report.html").read_text()
