@@ -6,19 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from homes import use_home
 from prerequisites import require
 
 from pipeline.config import Settings
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-def use_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Point ``TSAD_HOME`` at ``home`` with the embedded MLflow store (no remote URIs)."""
-    monkeypatch.setenv("TSAD_HOME", str(home))
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
-        monkeypatch.delenv(variable, raising=False)
-    return Settings.from_env()
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import jwt
 import pandas as pd
 import pytest
 import requests
-from conftest import use_home
 from headless_chromium import Browser, headless_browser
+from homes import use_home
 from PIL import Image
 from prerequisites import require
 from stack_servers import (

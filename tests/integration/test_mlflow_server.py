@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import use_home
+from homes import use_home
 from mlflow.exceptions import MlflowException
 from prerequisites import require
 from stack_servers import (
