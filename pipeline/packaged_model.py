@@ -17,7 +17,8 @@ class TsadModel(mlflow.pyfunc.PythonModel):
     """Scores a canonical frame (``timestamp``, ``entity``, features) row by row."""
 
     def load_context(self, context) -> None:
-        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
+        # The worker that loads the model scores on its own device, whatever trained it.
+        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]), device="auto")
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         return self.bundle.score_frame(pd.DataFrame(model_input))

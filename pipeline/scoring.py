@@ -317,13 +317,18 @@ class ModelBundle:
         (directory / ENTITIES_FILE).write_text(json.dumps(sorted(set(entities)), indent=0))
 
     @classmethod
-    def load(cls, directory: Path) -> ModelBundle:
+    def load(cls, directory: Path, device: str | None = None) -> ModelBundle:
+        """A saved bundle; ``device`` (``auto|cpu|cuda``) replaces the detector's own.
+
+        Training records the device it ran on; a deployed model passes the scoring worker's
+        (``auto``), since a model fitted on a GPU must still score where there is none.
+        """
         calibration = json.loads((directory / "calibration.json").read_text())
         calibrator_from_dict(calibration)  # fails loudly on an unknown or malformed calibration
         return cls(
             spec=DatasetSpec.model_validate(yaml.safe_load((directory / "spec.yaml").read_text())),
             scaler=StandardScaler.load(directory / "scaler.json"),
-            detector=load_detector(directory / "detector"),
+            detector=load_detector(directory / "detector", device=device),
             calibration=calibration,
             profile=(
                 ReferenceProfile.load(directory / PROFILE_FILE)
