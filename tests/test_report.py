@@ -11,7 +11,7 @@ import pytest
 from headless_chromium import Browser, headless_browser
 
 from pipeline.monitoring import DriftReport
-from pipeline.report import DailyReport, entity_ranking, render
+from pipeline.report import DailyReport, entity_alarms, entity_ranking, render
 
 FEATURES = ["heart_rate", "spo2", "resp_rate"]
 STEP = dt.timedelta(minutes=1)
@@ -83,6 +83,31 @@ def test_entities_are_ranked_by_time_in_alarm(report) -> None:
     assert ranking["entity"].tolist() == ["bed 3 <icu>", "bed 1", "bed 2"]
     assert ranking["alarm_minutes"].tolist() == [30.0, 10.0, 0.0]
     assert ranking["top_features"].iloc[0].startswith("spo2")
+
+
+def test_entity_alarms_summarise_each_entity_in_order_of_appearance() -> None:
+    rows = [
+        ("bed 2", 0.1, False, None),
+        ("bed 2", 2.0, True, ["spo2", "heart_rate"]),
+        ("bed 2", 3.0, True, ["resp_rate", "heart_rate"]),
+        ("bed 2", 0.2, False, None),
+        ("bed 1", 0.5, False, None),
+        ("bed 1", 0.7, False, None),
+        ("bed 3", 1.5, True, ["temperature", "spo2", "heart_rate", "resp_rate"]),
+    ]
+    scores = pd.DataFrame(rows, columns=["entity", "score", "is_anomaly", "top_features"])
+    expected = pd.DataFrame(
+        {
+            "entity": ["bed 2", "bed 1", "bed 3"],
+            "alarm_minutes": [10.0, 0.0, 5.0],
+            "alarm_share": [0.5, 0.0, 1.0],
+            "peak_score": [3.0, 0.7, 1.5],
+            # Most named first; a tie goes to the feature named first; three at most.
+            "top_features": ["heart_rate, spo2, resp_rate", "", "temperature, spo2, heart_rate"],
+        }
+    )
+    result = entity_alarms(scores, dt.timedelta(minutes=5))
+    pd.testing.assert_frame_equal(result, expected)
 
 
 def test_the_report_marks_drift_and_escapes_names(report) -> None:
