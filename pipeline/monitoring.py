@@ -69,10 +69,15 @@ class Histogram:
 
 
 def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Number of the finite ``values`` in each bin cut at ``edges``."""
+    """Number of the finite ``values`` in each bin cut at ``edges``.
+
+    Counted as the values at or below each edge, a pass per edge: with a few edges and many
+    values (a day's chunk), that is several times faster than a binary search per value.
+    """
     data = np.asarray(values, dtype=np.float64)
     data = data[np.isfinite(data)]
-    return np.bincount(np.searchsorted(edges, data, side="left"), minlength=len(edges) + 1)
+    at_or_below = np.array([np.count_nonzero(data <= edge) for edge in edges], dtype=np.int64)
+    return np.diff(at_or_below, prepend=0, append=len(data))
 
 
 def shares_of(counts: np.ndarray) -> np.ndarray:

@@ -30,7 +30,14 @@ from pipeline import attribution
 from pipeline.calibration import calibrator_from_dict
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
 from pipeline.data import flags, io
-from pipeline.data.windows import Segments, StandardScaler, frame_to_segments
+from pipeline.data.windows import (
+    Segments,
+    StandardScaler,
+    entity_codes,
+    frame_to_segments,
+    segment_bounds,
+    timestamps_ns,
+)
 from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
 from pipeline.monitoring import ReferenceProfile
@@ -50,7 +57,6 @@ ENTITIES_FILE = "entities.json"
 # Entities scored together: large enough to fill the detector's batches, small enough that
 # memory does not grow with a day that holds thousands.
 ENTITIES_PER_CHUNK = 64
-_OWN_ROW = "__tsad_own_row"
 # Called with each streamed chunk's canonical rows as landed and their scores.
 ChunkObserver = Callable[[pd.DataFrame, pd.DataFrame], None]
 
@@ -60,6 +66,22 @@ def entity_chunks(entities: np.ndarray, size: int) -> list[np.ndarray]:
     if size < 1:
         raise ValueError(f"entities per chunk must be positive, got {size}")
     return [entities[begin : begin + size] for begin in range(0, len(entities), size)]
+
+
+def _own_or_context_tail(
+    order: np.ndarray, codes: np.ndarray, n_earlier: int, needed: int
+) -> np.ndarray:
+    """Which rows of an entity-then-time ``order`` a window can use.
+
+    Rows before ``n_earlier`` are context: of those, only each entity's last ``needed`` reach
+    a window of the later rows, which are all kept.
+    """
+    from_context = order < n_earlier
+    context_codes = codes[order[from_context]]  # grouped by entity, in time order
+    group_ends = np.searchsorted(context_codes, context_codes, side="right")
+    kept = ~from_context
+    kept[from_context] = group_ends - np.arange(len(context_codes)) <= needed
+    return kept
 
 
 def scores_schema(constants: Iterable[str]) -> pa.Schema:
@@ -139,16 +161,8 @@ class ModelBundle:
 
     def scaled_segments(self, frame: pd.DataFrame) -> Segments:
         """A canonical frame sorted by entity and time as scaled, gap-aware segments."""
-        return self._sorted_segments(frame)[0]
-
-    def _sorted_segments(self, frame: pd.DataFrame) -> tuple[Segments, pd.DataFrame]:
-        """:meth:`scaled_segments` and the frame sorted to match them.
-
-        Segmenting sorts the frame; a caller that lines rows up with the scores takes that
-        sorted frame instead of sorting a second time.
-        """
-        segments, ordered = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
-        return Segments(self.scaler.transform(segments.values), segments.bounds), ordered
+        segments, _ = frame_to_segments(frame, self.spec.feature_names, self.spec.step)
+        return Segments(self.scaler.transform(segments.values), segments.bounds)
 
     def score_segments(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw scores of a canonical frame sorted by entity and time."""
@@ -186,12 +200,11 @@ class ModelBundle:
         :data:`SCORE_COLUMNS`: an alarm (``is_anomaly``) also names its ``top_features``, most
         responsible first, with their ``contributions`` (shares of the row's anomaly).
         """
-        tail = None if context is None else self._context_tail(context)
         rows_of = frame.groupby(ENTITY, sort=False).indices
         parts = []
         for chosen in entity_chunks(np.array(sorted(rows_of), dtype=object), entities_per_chunk):
             own = frame.iloc[np.concatenate([rows_of[entity] for entity in chosen])]
-            earlier = None if tail is None else tail[tail[ENTITY].isin(chosen)]
+            earlier = None if context is None else context[context[ENTITY].isin(chosen)]
             parts.append(self._score_entities(own, earlier))
         return pd.concat(parts, ignore_index=True)
 
@@ -255,7 +268,7 @@ class ModelBundle:
             for rows in regrouped:
                 own = rows[rows[io.PARTITION] == 0]
                 earlier = rows[rows[io.PARTITION] == 1]
-                scores = self._score_entities(own, self._context_tail(earlier))
+                scores = self._score_entities(own, earlier)
                 if finishing is not None:
                     finishing.result()
                 finishing = finisher.submit(finish, own, earlier, scores)
@@ -265,32 +278,43 @@ class ModelBundle:
         return totals
 
     def _score_entities(self, own: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
-        """Scores of the rows in ``own``; ``earlier`` rows of the same entities add context."""
-        rows = own.assign(**{_OWN_ROW: True})
-        if earlier is not None and len(earlier):
-            rows = pd.concat([earlier.assign(**{_OWN_ROW: False}), rows], ignore_index=True)
-        segments, ordered = self._sorted_segments(rows)
+        """Scores of the rows in ``own``; ``earlier`` rows of the same entities add context.
+
+        Both are sorted together once, by entity code and time (the order of
+        ``sort_values([entity, timestamp], kind="stable")`` on context then own rows), and
+        every later step indexes that order: the context kept, the windows and the rows
+        returned. Only each entity's last ``window - 1`` earlier rows can reach a window.
+        """
+        parts = [own] if earlier is None or not len(earlier) else [earlier, own]
+        n_earlier = sum(len(part) for part in parts) - len(own)
+        times = np.concatenate([timestamps_ns(part[TIMESTAMP]) for part in parts])
+        codes, _ = entity_codes(pd.concat([part[ENTITY] for part in parts], ignore_index=True))
+        order = np.lexsort((times, codes))
+        order = order[_own_or_context_tail(order, codes, n_earlier, self.window - 1)]
+        features = self.spec.feature_names
+        values = np.concatenate([part[features].to_numpy(dtype=np.float32) for part in parts])
+        segments = Segments(
+            self.scaler.transform(values[order]),
+            segment_bounds(codes[order], times[order], self.spec.step),
+        )
         scores, alarm_features = self.detector.explained_scores(segments, self.threshold)
-        keep = ordered[_OWN_ROW].to_numpy()
+        keep = order >= n_earlier
         alarms = scores >= self.threshold
         # Context rows only feed the windows: their alarms are the previous day's to explain.
         top_features, contributions = self.explain(alarm_features[keep[alarms]], alarms[keep])
-        # Boolean selection keeps the tz-aware timestamps as they are (to_numpy() would box
-        # every one of them into an object).
-        result = ordered.loc[keep, [TIMESTAMP, ENTITY]].reset_index(drop=True)
-        result["score"] = scores[keep]
-        result["top_features"] = top_features
-        result["contributions"] = contributions
-        result["threshold"] = self.threshold
-        result["is_anomaly"] = alarms[keep]
-        return result[SCORE_COLUMNS]
-
-    def _context_tail(self, context: pd.DataFrame) -> pd.DataFrame:
-        """The last ``window - 1`` rows of each entity: all the context a window can use."""
-        needed = self.window - 1
-        columns = [TIMESTAMP, ENTITY, *self.spec.feature_names]
-        ordered = context[columns].sort_values([ENTITY, TIMESTAMP], kind="stable")
-        return ordered.groupby(ENTITY, sort=False).tail(needed) if needed else ordered.iloc[:0]
+        rows = order[keep] - n_earlier
+        # Taking the columns' own arrays keeps the tz-aware timestamps and the Arrow-held
+        # entities as they are (to_numpy() would box every one of them into an object).
+        result = {
+            TIMESTAMP: own[TIMESTAMP].array.take(rows),
+            ENTITY: own[ENTITY].array.take(rows),
+            "score": scores[keep],
+            "threshold": np.full(len(rows), self.threshold),
+            "is_anomaly": alarms[keep],
+            "top_features": top_features,
+            "contributions": contributions,
+        }
+        return pd.DataFrame(result, columns=SCORE_COLUMNS)
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

@@ -270,3 +270,21 @@ def test_a_day_without_alarms_gets_its_scores_report_and_summary(
     assert summary["anomalies"] == 0 and summary["rows"] == len(days[2])
     assert len(pd.read_parquet(tmp_path / "out" / "scores.parquet")) == len(days[2])
     assert "No alarms today." in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_only_each_entitys_last_window_of_context_reaches_the_scores(
+    days: list[pd.DataFrame], bundle: ModelBundle
+) -> None:
+    """Scoring keeps the last ``window - 1`` earlier rows of each entity: the full previous
+    day scores as that tail does, and a shorter tail changes the day's first scores."""
+    frame = io.to_canonical(days[2], bundle.spec)
+    context = io.to_canonical(days[1], bundle.spec).sample(frac=1.0, random_state=1)
+    ordered = context.sort_values(["entity", "timestamp"], kind="stable")
+
+    def tail(rows: int) -> pd.DataFrame:
+        return ordered.groupby("entity", sort=False).tail(rows)
+
+    full = bundle.score_frame(frame, context, entities_per_chunk=2)
+    pd.testing.assert_frame_equal(full, bundle.score_frame(frame, tail(bundle.window - 1)))
+    shorter = bundle.score_frame(frame, tail(bundle.window - 2))
+    assert not np.allclose(full["score"], shorter["score"])

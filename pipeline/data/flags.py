@@ -19,9 +19,10 @@ from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.config import ENTITY, TIMESTAMP
-from pipeline.data.windows import segment_bounds, timestamps_ns
+from pipeline.data.windows import entity_codes, segment_bounds, timestamps_ns
 
 OUT_OF_ORDER = "out_of_order"
 UNSEEN_ENTITY = "unseen_entity"
@@ -31,28 +32,23 @@ FLAGS = "flags"
 
 def out_of_order(landed: pd.DataFrame) -> np.ndarray:
     """Rows, in landing order, that came after a later row of the same entity."""
-    times = pd.Series(timestamps_ns(landed[TIMESTAMP]))
-    latest_so_far = times.groupby(landed[ENTITY].to_numpy()).cummax()
-    return (latest_so_far > times).to_numpy()
+    codes, _ = entity_codes(landed[ENTITY])
+    return _landed_late(codes, np.lexsort((timestamps_ns(landed[TIMESTAMP]), codes)))
 
 
-def after_gap(
-    ordered: pd.DataFrame, context: pd.DataFrame | None, step: pd.Timedelta, window: int
-) -> np.ndarray:
-    """Rows of ``ordered`` (sorted by entity, time) with under a window of gap-free history.
+def _landed_late(codes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """:func:`out_of_order` of rows with entity ``codes``, given their entity-then-time order.
 
-    ``context`` holds earlier readings (the previous day) that count as history.
+    A row's place in that order ranks it by time within its entity (equal times by landing),
+    and each entity's places lie above the previous entity's: so one running maximum of the
+    places, taken entity by entity in landing order, says whether a later row came first.
     """
-    history = ordered[[ENTITY, TIMESTAMP]].assign(own=True)
-    if context is not None and len(context):
-        earlier = context[[ENTITY, TIMESTAMP]].assign(own=False)
-        history = pd.concat([earlier, history], ignore_index=True)
-        history = history.sort_values([ENTITY, TIMESTAMP], kind="stable", ignore_index=True)
-    # Scoring cuts windows at these same bounds, so a row's place in its segment is exactly
-    # the gap-free history its window sees.
-    bounds = segment_bounds(history, step)
-    position = np.arange(len(history)) - np.repeat(bounds[:-1], np.diff(bounds))
-    return position[history["own"].to_numpy()] < window - 1
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))
+    by_entity = np.argsort(codes, kind="stable")
+    late = np.empty(len(order), dtype=bool)
+    late[by_entity] = np.maximum.accumulate(place[by_entity]) > place[by_entity]
+    return late
 
 
 def row_flags(
@@ -64,40 +60,85 @@ def row_flags(
 ) -> pd.DataFrame:
     """``timestamp``, ``entity`` and ``flags`` for every row of a canonical day, sorted.
 
+    ``context`` holds earlier readings (the previous day) that count as history.
     ``known_entities`` is None for a model that did not record its training entities, which
-    then flags none as unseen.
+    then flags none as unseen. Rows are sorted as ``sort_values([entity, timestamp],
+    kind="stable")`` sorts them, on integer entity codes and times rather than on the text.
     """
-    disorder = pd.Series(out_of_order(landed), index=landed.index)
-    ordered = landed.sort_values([ENTITY, TIMESTAMP], kind="stable")
+    parts = [landed] if context is None or not len(context) else [context, landed]
+    n_context = sum(len(part) for part in parts) - len(landed)
+    times = np.concatenate([timestamps_ns(part[TIMESTAMP]) for part in parts])
+    codes, names = entity_codes(pd.concat([part[ENTITY] for part in parts], ignore_index=True))
+    # Context rows come first in the arrays, so the stable sort keeps them first among equal
+    # keys, as scoring's sort does.
+    history = np.lexsort((times, codes))
+    own = history >= n_context
+    ordered = history[own] - n_context
+    unseen = np.array(
+        [known_entities is not None and name not in known_entities for name in names], dtype=bool
+    )
     notes = {
-        OUT_OF_ORDER: disorder.loc[ordered.index].to_numpy(),
-        UNSEEN_ENTITY: (
-            np.zeros(len(ordered), dtype=bool)
-            if known_entities is None
-            else ~ordered[ENTITY].isin(list(known_entities)).to_numpy()
-        ),
-        AFTER_GAP: after_gap(ordered, context, step, window),
+        OUT_OF_ORDER: _landed_late(codes[n_context:], ordered)[ordered],
+        UNSEEN_ENTITY: unseen[codes[history[own]]],
+        AFTER_GAP: _after_gap(codes[history], times[history], step, window)[own],
     }
-    labels = np.full(len(ordered), "", dtype=object)
-    for name, marked in notes.items():
-        labels[marked] = np.where(labels[marked] == "", name, labels[marked] + "," + name)
     return pd.DataFrame(
         {
-            TIMESTAMP: ordered[TIMESTAMP].reset_index(drop=True),
-            ENTITY: ordered[ENTITY].reset_index(drop=True),
-            FLAGS: pd.array(labels, dtype="string"),
+            TIMESTAMP: landed[TIMESTAMP].array.take(ordered),
+            ENTITY: landed[ENTITY].array.take(ordered),
+            FLAGS: _labels(notes),
         }
     )
 
 
+def _after_gap(codes: np.ndarray, times: np.ndarray, step: pd.Timedelta, window: int) -> np.ndarray:
+    """Rows sorted by entity and time that have under a window of gap-free history.
+
+    Scoring cuts windows at these same bounds, so a row's place in its segment is exactly the
+    gap-free history its window sees.
+    """
+    bounds = segment_bounds(codes, times, step)
+    position = np.arange(len(codes)) - np.repeat(bounds[:-1], np.diff(bounds))
+    return position < window - 1
+
+
+def _labels(notes: dict[str, np.ndarray]) -> pd.api.extensions.ExtensionArray:
+    """Each row's flag names joined by ``,`` in the order of ``notes`` (empty: none).
+
+    The rows' flags are coded as bits, and each of the few combinations is written once.
+    """
+    names = list(notes)
+    combination = sum(marked.astype(np.int64) << bit for bit, marked in enumerate(notes.values()))
+    labels = [
+        ",".join(name for bit, name in enumerate(names) if code >> bit & 1)
+        for code in range(2 ** len(names))
+    ]
+    return pd.array(pa.array(labels, pa.large_string()).take(combination), dtype="string")
+
+
 def annotate(scores: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` with a ``flags`` column, matched on ``(entity, timestamp)``."""
+    """``scores`` with a ``flags`` column, matched on ``(entity, timestamp)``.
+
+    Streaming scores and their flags come sorted the same way, so when the keys already line
+    up row by row they are attached as they are, without building an index.
+    """
+    if _same_keys(scores, flags):
+        return scores.assign(**{FLAGS: flags[FLAGS].astype("str").array})
     keyed = flags.set_index([ENTITY, TIMESTAMP])[FLAGS]
     key = pd.MultiIndex.from_arrays([scores[ENTITY], pd.DatetimeIndex(scores[TIMESTAMP])])
     matched = keyed.reindex(key)
     if matched.isna().any():
         raise ValueError("scores hold rows the day's data does not: cannot attach flags")
     return scores.assign(**{FLAGS: matched.to_numpy()})
+
+
+def _same_keys(scores: pd.DataFrame, flags: pd.DataFrame) -> bool:
+    """Whether both frames hold the same ``(entity, timestamp)`` keys in the same order."""
+    return (
+        len(scores) == len(flags)
+        and np.array_equal(timestamps_ns(scores[TIMESTAMP]), timestamps_ns(flags[TIMESTAMP]))
+        and bool(scores[ENTITY].array.equals(flags[ENTITY].array))
+    )
 
 
 def counts(flags: pd.Series) -> dict[str, int]:

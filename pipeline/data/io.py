@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec
@@ -85,11 +86,15 @@ def read_partition(directory: Path, columns: Sequence[str] | None = None) -> pd.
     return frame
 
 
-def read_batches(directory: Path, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+def read_batches(
+    directory: Path, columns: Sequence[str], since: pd.Timestamp | None = None
+) -> Iterator[pd.DataFrame]:
     """A partition's rows in batches of at most :data:`ROWS_PER_READ`, only ``columns`` read.
 
     Parquet decodes just the projected columns, one batch at a time, so streaming a day costs
-    the memory of one batch, not of the day.
+    the memory of one batch, not of the day. ``since`` drops the rows of a Parquet
+    ``timestamp`` column (an Arrow timestamp, naive read as UTC) before it, before they reach
+    pandas; other rows (CSV, text timestamps) are all read, for the caller to filter.
     """
     for path in partition_files(directory):
         try:
@@ -98,11 +103,24 @@ def read_batches(directory: Path, columns: Sequence[str]) -> Iterator[pd.DataFra
                     batch_size=ROWS_PER_READ, columns=list(columns)
                 )
                 for batch in batches:
-                    yield batch.to_pandas()
+                    yield _rows_since(batch, since).to_pandas()
             else:
                 yield from pd.read_csv(path, usecols=list(columns), chunksize=ROWS_PER_READ)
         except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
             raise BatchReadError(f"cannot read {path.name}: {exc}") from exc
+
+
+def _rows_since(batch: pa.RecordBatch, since: pd.Timestamp | None) -> pa.RecordBatch:
+    """``batch`` without the rows its Arrow ``timestamp`` column places before ``since``."""
+    if since is None or TIMESTAMP not in batch.schema.names:
+        return batch
+    kind = batch.schema.field(TIMESTAMP).type
+    if not pa.types.is_timestamp(kind):
+        return batch
+    # Stored values count units since the epoch, in UTC: keep from since in units, rounded up.
+    per_unit = pd.Timedelta(1, unit=kind.unit).value
+    first = -(-pd.Timestamp(since).value // per_unit)
+    return batch.filter(pc.greater_equal(batch[TIMESTAMP].cast(pa.int64()), first))
 
 
 def source_columns(spec: DatasetSpec) -> dict[str, str]:
@@ -200,24 +218,25 @@ def regroup_by_entity(
     """
     schema = _chunk_schema(spec)
     since = since or [None] * len(partitions)
-    entities = pd.Index(np.concatenate(chunks)) if chunks else pd.Index([])
+    entities = pa.array(np.concatenate(chunks) if chunks else [], pa.string())
     chunk_of = np.repeat(np.arange(len(chunks)), [len(chosen) for chosen in chunks])
     paths = [spill_dir / f"chunk-{index}.arrows" for index in range(len(chunks))]
     writers: dict[int, pa.RecordBatchStreamWriter] = {}
     try:
         for position, (directory, earliest) in enumerate(zip(partitions, since, strict=True)):
-            for raw in read_batches(directory, scoring_columns(spec)):
+            for raw in read_batches(directory, scoring_columns(spec), earliest):
                 frame = to_canonical(raw, spec)
-                if earliest is not None:
-                    frame = frame[frame[TIMESTAMP] >= earliest]
                 frame[PARTITION] = np.int8(position)
-                found = entities.get_indexer(frame[ENTITY])
-                codes = np.where(found >= 0, chunk_of[found], -1)
-                for index, rows in frame[codes >= 0].groupby(codes[codes >= 0], sort=False):
-                    if int(index) not in writers:
-                        writers[int(index)] = pa.ipc.new_stream(paths[int(index)], schema)
-                    batch = pa.RecordBatch.from_pandas(rows, schema=schema, preserve_index=False)
-                    writers[int(index)].write_batch(batch)
+                codes = _chunk_codes(frame, entities, chunk_of, earliest)
+                # One conversion per batch, on this thread: Arrow's default spawns a thread
+                # pool per call, which costs more than it saves on a few MB.
+                batch = pa.RecordBatch.from_pandas(
+                    frame, schema=schema, preserve_index=False, nthreads=1
+                )
+                for index, rows in _rows_by_chunk(codes):
+                    if index not in writers:
+                        writers[index] = pa.ipc.new_stream(paths[index], schema)
+                    writers[index].write_batch(batch.take(rows))
     finally:
         for writer in writers.values():
             writer.close()
@@ -226,6 +245,35 @@ def regroup_by_entity(
             with pa.ipc.open_stream(path) as reader:
                 yield reader.read_pandas()
             path.unlink()
+
+
+def _chunk_codes(
+    frame: pd.DataFrame,
+    entities: pa.Array,
+    chunk_of: np.ndarray,
+    earliest: pd.Timestamp | None,
+) -> np.ndarray:
+    """The chunk of each row of a canonical batch; -1 for a row no chunk keeps.
+
+    A row is not kept when its entity is in no chunk or it is before ``earliest`` (Parquet
+    rows mostly dropped so already, CSV ones only here). Entities are looked up in Arrow,
+    where the entity column lives: a pandas lookup would box every one into a Python string.
+    """
+    column = pa.array(frame[ENTITY])
+    found = pc.index_in(column, value_set=entities.cast(column.type))
+    positions = pc.fill_null(found, -1).to_numpy()
+    codes = np.append(chunk_of, -1)[positions]  # an entity not found (-1) picks the last: -1
+    if earliest is not None:
+        codes[~(frame[TIMESTAMP] >= earliest).to_numpy()] = -1
+    return codes
+
+
+def _rows_by_chunk(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Each chunk present in ``codes`` with its rows, in their order (rows coded -1 skipped)."""
+    order = np.argsort(codes, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+        if len(rows) and codes[rows[0]] >= 0:
+            yield int(codes[rows[0]]), rows
 
 
 @contextlib.contextmanager
@@ -242,9 +290,11 @@ def parquet_writer_atomic(
 
         def append(frame: pd.DataFrame) -> None:
             nonlocal writer
-            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False, nthreads=1)
             if writer is None:
-                writer = pq.ParquetWriter(temporary, table.schema)
+                writer = pq.ParquetWriter(
+                    temporary, table.schema, use_dictionary=_dictionary_columns(schema)
+                )
             writer.write_table(table)
 
         try:
@@ -254,6 +304,19 @@ def parquet_writer_atomic(
                 writer.close()
         if writer is None:
             raise ValueError(f"no rows were written to {target}")
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary encoding: all but those of floating point values.
+
+    Measured values rarely repeat, so a dictionary for them is built only to be dropped when
+    it grows too large: time spent for a larger file.
+    """
+    return [field.name for field in schema if not _holds_floats(field.type)]
+
+
+def _holds_floats(kind: pa.DataType) -> bool:
+    return pa.types.is_floating(kind) or (pa.types.is_list(kind) and _holds_floats(kind.value_type))
 
 
 @contextlib.contextmanager

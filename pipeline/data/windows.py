@@ -108,17 +108,25 @@ def timestamps_ns(timestamps: pd.Series) -> np.ndarray:
     )
 
 
-def segment_bounds(frame: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
+def entity_codes(entities: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of ``entities`` that sort as the entities do, and the entity of each code.
+
+    Rows are sorted and compared on these codes: the text stays in Arrow instead of being boxed
+    into a Python string per row. A missing entity sorts last, as ``sort_values`` puts it.
+    """
+    return pd.factorize(entities, sort=True, use_na_sentinel=False)
+
+
+def segment_bounds(codes: np.ndarray, times: np.ndarray, step: pd.Timedelta) -> np.ndarray:
     """Offsets where a new entity starts or consecutive timestamps are more than a step apart.
 
-    ``frame`` must be sorted by entity then timestamp.
+    ``codes`` (entity codes) and ``times`` (int64 nanoseconds) are of rows sorted by entity
+    then timestamp.
     """
-    n_rows = len(frame)
+    n_rows = len(codes)
     if n_rows == 0:
         return np.array([0], dtype=np.int64)
-    entity = frame[ENTITY].to_numpy()
-    times = timestamps_ns(frame[TIMESTAMP])
-    new_entity = entity[1:] != entity[:-1]
+    new_entity = codes[1:] != codes[:-1]
     gap = np.diff(times) > int(pd.Timedelta(step).value)
     cuts = np.flatnonzero(new_entity | gap) + 1
     return np.concatenate([[0], cuts, [n_rows]]).astype(np.int64)
@@ -129,11 +137,15 @@ def frame_to_segments(
 ) -> tuple[Segments, pd.DataFrame]:
     """Sort a canonical frame by entity and time and cut it into gap-free segments.
 
-    Returns the segments and the sorted frame, whose row order matches ``segments.values``.
+    Returns the segments and the sorted frame, whose row order matches ``segments.values``
+    (the order of ``sort_values([entity, timestamp], kind="stable")``).
     """
-    ordered = frame.sort_values([ENTITY, TIMESTAMP], kind="stable").reset_index(drop=True)
-    values = np.ascontiguousarray(ordered[list(features)].to_numpy(dtype=np.float32))
-    return Segments(values, segment_bounds(ordered, step)), ordered
+    codes, _ = entity_codes(frame[ENTITY])
+    times = timestamps_ns(frame[TIMESTAMP])
+    order = np.lexsort((times, codes))
+    values = np.ascontiguousarray(frame[list(features)].to_numpy(dtype=np.float32)[order])
+    bounds = segment_bounds(codes[order], times[order], step)
+    return Segments(values, bounds), frame.take(order).reset_index(drop=True)
 
 
 @dataclass(frozen=True)

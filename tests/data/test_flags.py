@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,3 +83,51 @@ def test_scores_for_rows_the_day_lacks_are_an_error() -> None:
     notes = flags.row_flags(day("a", [0]), None, None, STEP, window=1)
     with pytest.raises(ValueError, match="cannot attach flags"):
         flags.annotate(day("a", [5]), notes)
+
+
+def pandas_flags(
+    landed: pd.DataFrame, context: pd.DataFrame, known: set[str], window: int
+) -> pd.DataFrame:
+    """The flags as written in plain pandas: stable sorts, a grouped running maximum, and
+    each row's place in its gap-free stretch of history."""
+    times = landed["timestamp"]
+    late = times.groupby(landed["entity"]).cummax() > times
+    history = pd.concat(
+        [context.assign(own=False, late=False), landed.assign(own=True, late=late)],
+        ignore_index=True,
+    ).sort_values(["entity", "timestamp"], kind="stable", ignore_index=True)
+    new_stretch = history["entity"].ne(history["entity"].shift()) | (
+        history["timestamp"].diff() > STEP
+    )
+    history["after_gap"] = history.groupby(new_stretch.cumsum()).cumcount() < window - 1
+    history["unseen"] = ~history["entity"].isin(known)
+    own = history[history["own"]].reset_index(drop=True)
+    names = {
+        "late": flags.OUT_OF_ORDER,
+        "unseen": flags.UNSEEN_ENTITY,
+        "after_gap": flags.AFTER_GAP,
+    }
+    labels = [
+        ",".join(name for column, name in names.items() if row[column]) for _, row in own.iterrows()
+    ]
+    return own[["timestamp", "entity"]].assign(flags=pd.array(labels, dtype="string"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flags_equal_plain_pandas_on_shuffled_days_with_gaps_and_repeats(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+
+    def shuffled(date: str, rows: int) -> pd.DataFrame:
+        parts = [
+            day(entity, sorted(rng.choice(60, rows, replace=False)), date) for entity in "abcd"
+        ]
+        frame = pd.concat(parts, ignore_index=True)
+        frame = pd.concat([frame, frame.sample(3, random_state=seed)], ignore_index=True)
+        return frame.sample(frac=1.0, random_state=seed, ignore_index=True)
+
+    landed, context = shuffled("2026-01-02", 40), shuffled("2026-01-02", 10)
+    context["timestamp"] -= pd.Timedelta(minutes=30)  # overlaps the day's first half hour
+
+    notes = flags.row_flags(landed, context, {"a", "c"}, STEP, window=4)
+
+    pd.testing.assert_frame_equal(notes, pandas_flags(landed, context, {"a", "c"}, window=4))

@@ -89,6 +89,24 @@ def test_a_second_writer_waits_for_the_first(tmp_path):
         pass
 
 
+@pytest.mark.parametrize("unit", ["ms", "us", "ns"])
+@pytest.mark.parametrize("zone", [None, "UTC", "Europe/Paris"])
+def test_batches_read_since_a_moment_keep_exactly_the_rows_at_or_after_it(tmp_path, unit, zone):
+    """Rows are dropped in Arrow, before pandas, whatever the unit and zone they landed in;
+    naive timestamps count as UTC, as canonical rows do."""
+    directory = tmp_path / "date=2026-01-01"
+    directory.mkdir()
+    utc = pd.date_range("2026-01-01", periods=6, freq="400ms", tz="UTC")
+    landed = utc.tz_localize(None) if zone is None else utc.tz_convert(zone)
+    frame = pd.DataFrame({"timestamp": landed.as_unit(unit), "x": np.arange(6.0)})
+    frame.to_parquet(directory / "part-0.parquet", index=False)
+    since = pd.Timestamp("2026-01-01 00:00:00.8000001", tz="UTC")
+
+    read = pd.concat(io.read_batches(directory, ["timestamp", "x"], since=since))
+
+    assert read["x"].tolist() == [3.0, 4.0, 5.0]  # 00:00:01.2 on; 00:00:00.8 is before since
+
+
 def test_csv_timestamps_with_one_zone_are_parsed_and_others_stay_text(tmp_path):
     directory = tmp_path / "date=2026-01-01"
     directory.mkdir()
