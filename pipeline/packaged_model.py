@@ -10,15 +10,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from pipeline.scoring import ModelBundle
+from pipeline.scoring import WORKER_DEVICE, ModelBundle
 
 
 class TsadModel(mlflow.pyfunc.PythonModel):
     """Scores a canonical frame (``timestamp``, ``entity``, features) row by row."""
 
     def load_context(self, context) -> None:
-        # The worker that loads the model scores on its own device, whatever trained it.
-        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]), device="auto")
+        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]), device=WORKER_DEVICE)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         return self.bundle.score_frame(pd.DataFrame(model_input))

@@ -57,6 +57,10 @@ ENTITIES_FILE = "entities.json"
 # Entities scored together: large enough to fill the detector's batches, small enough that
 # memory does not grow with a day that holds thousands.
 ENTITIES_PER_CHUNK = 64
+# The device every stage after training loads a model on: the one of the worker it runs on.
+# Training's device setting governs training alone, so a model fitted on a GPU worker is
+# calibrated, evaluated and scored on CPU workers too (and on a GPU where the worker has one).
+WORKER_DEVICE = "auto"
 # Called with each streamed chunk's canonical rows as landed and their scores.
 ChunkObserver = Callable[[pd.DataFrame, pd.DataFrame], None]
 
@@ -344,8 +348,8 @@ class ModelBundle:
     def load(cls, directory: Path, device: str | None = None) -> ModelBundle:
         """A saved bundle; ``device`` (``auto|cpu|cuda``) replaces the detector's own.
 
-        Training records the device it ran on; a deployed model passes the scoring worker's
-        (``auto``), since a model fitted on a GPU must still score where there is none.
+        Training records the device it ran on; later stages pass :data:`WORKER_DEVICE`, since
+        a model fitted on a GPU must still score where there is none.
         """
         calibration = json.loads((directory / "calibration.json").read_text())
         calibrator_from_dict(calibration)  # fails loudly on an unknown or malformed calibration

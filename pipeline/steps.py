@@ -40,7 +40,7 @@ from pipeline.data.validate import ValidationReport, validate_batch
 from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
-from pipeline.scoring import PROFILE_FILE, ModelBundle
+from pipeline.scoring import PROFILE_FILE, WORKER_DEVICE, ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def calibrate(run_dir: str) -> str:
     """
     path = Path(run_dir)
     config = _run_config(path)
-    detector = load_detector(path / "bundle" / "detector")
+    detector = load_detector(path / "bundle" / "detector", device=WORKER_DEVICE)
     split = _load_split(path, "validation")
     train = _load_split(path, "train")
     method = config.calibration
@@ -316,7 +316,7 @@ def calibrate(run_dir: str) -> str:
 def evaluate(run_dir: str) -> str:
     """Score the labeled test days at the calibrated threshold; write metrics and a plot."""
     path = Path(run_dir)
-    bundle = ModelBundle.load(path / "bundle")
+    bundle = ModelBundle.load(path / "bundle", device=WORKER_DEVICE)
     split = _load_split(path, "test")
     if split.labels is None:
         raise ValueError("test days carry no labels: evaluation needs labeled data")

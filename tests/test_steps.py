@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline import steps, tracking
 from pipeline.config import DatasetSpec, RunConfig, Settings
@@ -78,6 +80,22 @@ def test_calibration_and_evaluation_use_their_own_days(ward):
     assert {"precision", "recall", "f1", "auc_roc", "auc_pr", "vus_pr"} <= set(metrics)
     assert metrics["auc_roc"] > 0.6
     assert (run_dir / "evaluation" / "test_scores.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a worker without CUDA")
+def test_a_run_trained_on_a_gpu_worker_is_calibrated_and_evaluated_on_a_cpu_worker(ward, tmp_path):
+    _, run_dir, *_ = ward
+    copied = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    # As the GPU worker's training step records it: the device it was told to train on.
+    config_file = copied / "bundle" / "detector" / "config.json"
+    saved = json.loads(config_file.read_text())
+    saved["config"]["device"] = "cuda"
+    config_file.write_text(json.dumps(saved))
+
+    steps.evaluate(steps.calibrate(str(copied)))
+
+    expected = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    assert json.loads((copied / "evaluation" / "metrics.json").read_text()) == expected
 
 
 def test_register_records_threshold_metrics_and_aliases(ward):
