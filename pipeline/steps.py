@@ -37,7 +37,13 @@ from pipeline.config import (
 from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
 from pipeline.data import io
 from pipeline.data.validate import ValidationReport, validate_batch
-from pipeline.data.windows import Segments, StandardScaler, frame_to_segments, timestamps_ns
+from pipeline.data.windows import (
+    MIN_SPREAD,
+    Segments,
+    StandardScaler,
+    frame_to_segments,
+    timestamps_ns,
+)
 from pipeline.detectors.registry import detector_class, load_detector, supported_params
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import PROFILE_FILE, WORKER_DEVICE, ModelBundle
@@ -234,10 +240,11 @@ def _refuse_constant_features(train: pd.DataFrame, spec: DatasetSpec) -> None:
     """A feature without spread over the training days has no normal range to learn.
 
     Scaled with a unit spread it would turn any later change of a stuck sensor into an alarm
-    of arbitrary size, so training stops and names the feature instead.
+    of arbitrary size, so training stops and names the feature instead. Spread is judged as
+    the scaler judges it (:data:`MIN_SPREAD`), so float jitter on a stuck value is constant too.
     """
-    spread = train[spec.feature_names].std()
-    constant = [name for name in spec.feature_names if not spread[name] > 0]
+    spread = train[spec.feature_names].std(ddof=0)
+    constant = [name for name in spec.feature_names if not spread[name] > MIN_SPREAD]
     if constant:
         values = ", ".join(f"{name}={train[name].iloc[0]:g}" for name in constant)
         raise TrainingDataRejected(

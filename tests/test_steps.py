@@ -182,6 +182,23 @@ def test_scoring_without_a_production_model_is_a_clear_error(tsad_home):
         steps.score("vitals", "2026-01-05", tsad_home)
 
 
+def test_training_refuses_a_stuck_sensor_even_with_float_jitter(tsad_home):
+    """A value that moves by less than the scaler's floor is constant to the model too."""
+    settings = tsad_home
+    config = small_run()
+    days = steps.run_days(config)
+    steps.generate(start=DAY, days=len(days), patients=2, labeled_from=day(2), settings=settings)
+    jitter = np.random.default_rng(0)
+    for date in days:
+        landed = pd.read_parquet(landing_file(settings, date))
+        landed["temperature"] = 37.0 + 1e-10 * jitter.standard_normal(len(landed))
+        landed.to_parquet(landing_file(settings, date), index=False)
+    steps.validate_days("vitals", days, settings)
+
+    with pytest.raises(steps.TrainingDataRejected, match="temperature=37"):
+        steps.prepare(config, settings)
+
+
 def test_every_alarm_names_the_features_that_drive_it(ward):
     settings, *_ = ward
     scores = pd.read_parquet(steps.score("vitals", day(4), settings))

@@ -148,6 +148,11 @@ def frame_to_segments(
     return Segments(values, bounds), frame.take(order).reset_index(drop=True)
 
 
+# Below this standard deviation a feature counts as constant: the scaler leaves it unscaled
+# and training refuses it, so the two never disagree about a stuck sensor's float jitter.
+MIN_SPREAD = 1e-8
+
+
 @dataclass(frozen=True)
 class StandardScaler:
     """Per-feature standardisation fitted on training rows only; stored as plain JSON."""
@@ -162,7 +167,7 @@ class StandardScaler:
         data = np.asarray(values, dtype=np.float64)
         mean = np.nanmean(data, axis=0)
         std = np.nanstd(data, axis=0)
-        scale = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+        scale = np.where(np.isfinite(std) & (std > MIN_SPREAD), std, 1.0)
         return cls(tuple(features), mean.astype(np.float32), scale.astype(np.float32))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
