@@ -80,7 +80,10 @@ class Detector(ABC):
         0. Cost: ``features + 1`` full scoring passes. Detectors whose score is a mean or sum of
         per-feature errors override this with those errors, in one pass.
         """
-        full = self.score(x)
+        return self._occlusion(x, self.score(x))
+
+    def _occlusion(self, x: Segments, full: np.ndarray) -> np.ndarray:
+        """The occlusion feature scores of ``x`` given its scores ``full`` (``score(x)``)."""
         occluded = x.values.copy()
         contributions = np.empty((x.n_rows, x.n_features))
         for feature in range(x.n_features):
@@ -96,7 +99,8 @@ class Detector(ABC):
         its alarms. Where the score is the mean of the per-feature scores
         (:attr:`score_is_feature_mean`), one per-feature pass gives both, which halves the
         model passes of any day with an alarm. Otherwise the per-feature pass runs only when
-        some row alarms, since it can cost ``features + 1`` scoring passes.
+        some row alarms; occlusion then starts from the scores at hand, for ``features`` more
+        scoring passes.
         """
         if self.score_is_feature_mean:
             features = self.score_features(x)
@@ -106,6 +110,8 @@ class Detector(ABC):
         alarms = scores >= threshold
         if not alarms.any():
             return scores, np.empty((0, x.n_features))
+        if type(self).score_features is Detector.score_features:  # occlusion starts from scores
+            return scores, self._occlusion(x, scores)[alarms]
         return scores, self.score_features(x)[alarms]
 
     @abstractmethod

@@ -142,6 +142,24 @@ def test_isolation_forest_arrays_score_as_scikit_learn(window: int) -> None:
     np.testing.assert_allclose(model.score(rows), -forest.score_samples(rows), rtol=1e-12)
 
 
+def test_explaining_by_occlusion_scores_once_per_feature_after_the_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Occlusion starts from the scores already computed: ``features + 1`` passes in all."""
+    segments = Segments.single(ROWS)
+    detector = IForest(n_estimators=20, seed=0).fit(segments)
+    passes = []
+    score = detector.score
+    monkeypatch.setattr(detector, "score", lambda x: passes.append(x) or score(x))
+
+    scores, alarm_features = detector.explained_scores(segments, threshold=0.0)
+
+    assert len(passes) == segments.n_features + 1
+    assert (scores > 0.0).all()  # every row alarms, so every row is explained
+    np.testing.assert_array_equal(scores, score(segments))
+    np.testing.assert_array_equal(alarm_features, detector.score_features(segments))
+
+
 def test_average_path_length_is_c_of_n() -> None:
     n = np.array([0, 1, 2, 3, 256])
     harmonic = np.log(n[2:] - 1.0) + np.euler_gamma
