@@ -271,10 +271,11 @@ def bench_score(setup: dict, repeats: int) -> dict:
     """
     from pipeline import steps
     from pipeline.data import io
-    from pipeline.scoring import ModelBundle
+    from pipeline.scoring import WORKER_DEVICE, ModelBundle
 
     settings, day = setup["settings"], setup["day"]
-    bundle = ModelBundle.load(setup["bundle_dir"])
+    # On the device ``tsad score`` loads the registered model on, so both time the same pass.
+    bundle = ModelBundle.load(setup["bundle_dir"], device=WORKER_DEVICE)
     spec = bundle.spec
     frame = io.to_canonical(io.read_partition(settings.partition("landing", "vitals", day)), spec)
     forward, windows = forward_pass(bundle, frame)

@@ -33,10 +33,9 @@ from pipeline.data import flags, io
 from pipeline.data.windows import (
     Segments,
     StandardScaler,
-    entity_codes,
+    entity_time_order,
     frame_to_segments,
     segment_bounds,
-    timestamps_ns,
 )
 from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
@@ -289,11 +288,9 @@ class ModelBundle:
         every later step indexes that order: the context kept, the windows and the rows
         returned. Only each entity's last ``window - 1`` earlier rows can reach a window.
         """
-        parts = [own] if earlier is None or not len(earlier) else [earlier, own]
-        n_earlier = sum(len(part) for part in parts) - len(own)
-        times = np.concatenate([timestamps_ns(part[TIMESTAMP]) for part in parts])
-        codes, _ = entity_codes(pd.concat([part[ENTITY] for part in parts], ignore_index=True))
-        order = np.lexsort((times, codes))
+        parts = [earlier, own] if earlier is not None and len(earlier) else [own]
+        codes, times, _, order = entity_time_order(*parts)
+        n_earlier = len(codes) - len(own)
         order = order[_own_or_context_tail(order, codes, n_earlier, self.window - 1)]
         features = self.spec.feature_names
         values = np.concatenate([part[features].to_numpy(dtype=np.float32) for part in parts])

@@ -9,11 +9,13 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from pipeline import daily, monitoring
+from pipeline import daily, monitoring, tracking
 from pipeline.calibration import make_calibrator
 from pipeline.config import DatasetSpec
 from pipeline.data import flags, io
@@ -288,3 +290,27 @@ def test_only_each_entitys_last_window_of_context_reaches_the_scores(
     pd.testing.assert_frame_equal(full, bundle.score_frame(frame, tail(bundle.window - 1)))
     shorter = bundle.score_frame(frame, tail(bundle.window - 2))
     assert not np.allclose(full["score"], shorter["score"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a worker without CUDA")
+def test_a_model_trained_on_a_gpu_scores_on_a_cpu_worker(
+    tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle
+) -> None:
+    """The registered MLflow model, as a scoring worker loads it, runs on the worker's device."""
+    bundle_dir = bundle.save(tmp_path / "bundle")
+    # As a GPU training run records it: the device it was told to train on.
+    config_file = bundle_dir / "detector" / "config.json"
+    saved = json.loads(config_file.read_text())
+    saved["config"]["device"] = "cuda"
+    config_file.write_text(json.dumps(saved))
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=str(tracking.PACKAGED_MODEL),
+        artifacts={"bundle": str(bundle_dir)},
+    )
+    frame = io.to_canonical(days[2], bundle.spec)
+
+    scores = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(frame)
+
+    assert len(scores) == len(frame)
+    pd.testing.assert_series_equal(scores["score"], bundle.score_frame(frame)["score"])

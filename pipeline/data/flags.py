@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.config import ENTITY, TIMESTAMP
-from pipeline.data.windows import entity_codes, segment_bounds, timestamps_ns
+from pipeline.data.windows import entity_time_order, segment_bounds, timestamps_ns
 
 OUT_OF_ORDER = "out_of_order"
 UNSEEN_ENTITY = "unseen_entity"
@@ -32,8 +32,8 @@ FLAGS = "flags"
 
 def out_of_order(landed: pd.DataFrame) -> np.ndarray:
     """Rows, in landing order, that came after a later row of the same entity."""
-    codes, _ = entity_codes(landed[ENTITY])
-    return _landed_late(codes, np.lexsort((timestamps_ns(landed[TIMESTAMP]), codes)))
+    codes, _, _, order = entity_time_order(landed)
+    return _landed_late(codes, order)
 
 
 def _landed_late(codes: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -65,13 +65,10 @@ def row_flags(
     then flags none as unseen. Rows are sorted as ``sort_values([entity, timestamp],
     kind="stable")`` sorts them, on integer entity codes and times rather than on the text.
     """
-    parts = [landed] if context is None or not len(context) else [context, landed]
-    n_context = sum(len(part) for part in parts) - len(landed)
-    times = np.concatenate([timestamps_ns(part[TIMESTAMP]) for part in parts])
-    codes, names = entity_codes(pd.concat([part[ENTITY] for part in parts], ignore_index=True))
-    # Context rows come first in the arrays, so the stable sort keeps them first among equal
-    # keys, as scoring's sort does.
-    history = np.lexsort((times, codes))
+    earlier = [context] if context is not None and len(context) else []
+    # Context rows are stacked first, so they come first among equal keys, as in scoring.
+    codes, times, names, history = entity_time_order(*earlier, landed)
+    n_context = len(codes) - len(landed)
     own = history >= n_context
     ordered = history[own] - n_context
     unseen = np.array(

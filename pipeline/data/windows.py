@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -108,13 +109,28 @@ def timestamps_ns(timestamps: pd.Series) -> np.ndarray:
     )
 
 
-def entity_codes(entities: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes of ``entities`` that sort as the entities do, and the entity of each code.
+class EntityTimeOrder(NamedTuple):
+    """Canonical frames' rows taken one after another, and their order by entity then time.
 
-    Rows are sorted and compared on these codes: the text stays in Arrow instead of being boxed
-    into a Python string per row. A missing entity sorts last, as ``sort_values`` puts it.
+    ``codes`` (integers that sort as the entities do; ``entities[code]`` names one) and
+    ``times`` (int64 nanoseconds) are per row, in stacking order. ``order`` sorts the rows as
+    ``sort_values([entity, timestamp], kind="stable")`` sorts the frames' concatenation: an
+    earlier frame's rows first among equal keys, a missing entity last. Sorting on the codes
+    keeps the text in Arrow instead of boxing it into a Python string per row.
     """
-    return pd.factorize(entities, sort=True, use_na_sentinel=False)
+
+    codes: np.ndarray
+    times: np.ndarray
+    entities: pd.Index
+    order: np.ndarray
+
+
+def entity_time_order(*frames: pd.DataFrame) -> EntityTimeOrder:
+    """The :class:`EntityTimeOrder` of ``frames``: the one sort scoring and its flags share."""
+    column = pd.concat([frame[ENTITY] for frame in frames], ignore_index=True)
+    codes, entities = pd.factorize(column, sort=True, use_na_sentinel=False)
+    times = np.concatenate([timestamps_ns(frame[TIMESTAMP]) for frame in frames])
+    return EntityTimeOrder(codes, times, entities, np.lexsort((times, codes)))
 
 
 def segment_bounds(codes: np.ndarray, times: np.ndarray, step: pd.Timedelta) -> np.ndarray:
@@ -140,9 +156,7 @@ def frame_to_segments(
     Returns the segments and the sorted frame, whose row order matches ``segments.values``
     (the order of ``sort_values([entity, timestamp], kind="stable")``).
     """
-    codes, _ = entity_codes(frame[ENTITY])
-    times = timestamps_ns(frame[TIMESTAMP])
-    order = np.lexsort((times, codes))
+    codes, times, _, order = entity_time_order(frame)
     values = np.ascontiguousarray(frame[list(features)].to_numpy(dtype=np.float32)[order])
     bounds = segment_bounds(codes[order], times[order], step)
     return Segments(values, bounds), frame.take(order).reset_index(drop=True)
