@@ -581,7 +581,7 @@ def build_lab(settings: Settings, kills: int, seed: int = 0) -> Lab:
     run_dir = steps.prepare(config, settings)
     steps.evaluate(steps.calibrate(steps.train(run_dir)))
     steps.register(run_dir, settings)
-    steps.promote(DATASET, settings=settings)
+    steps.promote_challenger(DATASET, settings=settings)
     lab = Lab(settings, kills, seed)
     steps.score(DATASET, REFERENCE_DAY, settings)
     lab.reference = partition_bytes(settings.partition("scores", DATASET, REFERENCE_DAY))

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.choices import DEVICES
 from pipeline.data.windows import Segments
 from pipeline.detectors.anomaly_transformer import AnomalyTransformer
 from pipeline.detectors.trainer import Trainer, WindowSource, adam, autocast, resolve_device
@@ -247,7 +248,7 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     tracking.register_training_run(
         settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[]
     )
-    steps.promote("vitals", version="1", settings=settings)
+    steps.promote_version("vitals", "1", settings=settings)
     landing = settings.home / "data" / "landing" / "vitals"
     previous = DAY - dt.timedelta(days=1)
     land(landing, vitals_day(entities, previous, seed=1), previous)
@@ -469,7 +470,7 @@ def table(figures: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--only", help=f"comma-separated items among {', '.join(ITEMS)}")
     parser.add_argument("--quick", action="store_true", help="batch 32 only, 50 entities")

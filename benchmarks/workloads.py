@@ -103,7 +103,7 @@ def demo_bundle(device: str, entities: int = 8, seed: int = 0) -> ModelBundle:
         spec,
         scaler,
         detector,
-        calibrator.to_dict(),
+        calibrator,
         profile=profile,
         entities=frozenset(frame[ENTITY].unique()),
     )

@@ -17,6 +17,8 @@ from airflow.sdk import Asset, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from pipeline.choices import NAME_PATTERN
+
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
 DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
 
@@ -39,7 +41,7 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     tags=["tsad", "scoring"],
     doc_md=__doc__,
     params={
-        "dataset": Param("vitals", type="string", pattern="^[a-z0-9][a-z0-9_-]{0,63}$"),
+        "dataset": Param("vitals", type="string", pattern=NAME_PATTERN),
         "date": Param(
             None,
             type=["null", "string"],
@@ -52,10 +54,11 @@ def tsad_score():
     @task(**IO_RETRIES)
     def validate(params: dict | None = None, data_interval_start=None) -> str:
         from pipeline import steps
+        from pipeline.config import parse_date
 
         day = partition_date(params, data_interval_start)
         try:
-            steps.validate(params["dataset"], day)
+            steps.validate(params["dataset"], parse_date(day))
         except steps.BatchRejected as exc:
             raise AirflowFailException(str(exc)) from exc
         return day
@@ -63,8 +66,9 @@ def tsad_score():
     @task(**IO_RETRIES)
     def score(day: str, params: dict | None = None) -> str:
         from pipeline import steps
+        from pipeline.config import parse_date
 
-        return steps.score(params["dataset"], day)
+        return steps.score(params["dataset"], parse_date(day))
 
     @task(outlets=[DRIFT], **IO_RETRIES)
     def signal_drift(scores_path: str, *, outlet_events=None) -> dict:

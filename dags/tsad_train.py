@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipeline.detectors.names import DETECTOR_NAMES
+from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
 
@@ -28,13 +28,13 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
         "run_config": Param(
             "vitals",
             type="string",
-            pattern="^[a-z0-9][a-z0-9_-]{0,63}$",
+            pattern=NAME_PATTERN,
             description="configs/runs/<name>.yaml: the days and defaults",
         ),
         "dataset": Param(
             None,
             type=["null", "string"],
-            pattern="^[a-z0-9][a-z0-9_-]{0,63}$",
+            pattern=NAME_PATTERN,
             description="override the run config's dataset",
         ),
         "detector": Param(
@@ -45,9 +45,7 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
         ),
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000),
         "window": Param(None, type=["null", "integer"], minimum=2, maximum=4096),
-        "calibration": Param(
-            None, type=["null", "string"], enum=[None, "best_f1", "percentile", "mean_std", "pot"]
-        ),
+        "calibration": Param(None, type=["null", "string"], enum=[None, *CALIBRATION_METHODS]),
     },
 )
 def tsad_train():
@@ -99,7 +97,7 @@ def tsad_train():
         from pipeline.config import RunConfig
 
         config = RunConfig.model_validate_json(config_json)
-        return steps.promote(config.dataset, metric=config.promotion_metric)
+        return steps.promote_challenger(config.dataset, metric=config.promotion_metric).to_dict()
 
     config_json = validate_days()
     run_dir = evaluate(calibrate(train(prepare(config_json))))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.data.benchmarks import Interpretation
+from pipeline.checks import Interpretation
 
 
 def check_feature_scores(feature_scores: np.ndarray, n_features: int | None = None) -> np.ndarray:

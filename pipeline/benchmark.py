@@ -21,8 +21,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline import attribution, evaluation
-from pipeline.calibration import make_calibrator
-from pipeline.data.benchmarks import (
+from pipeline.calibration import fit_calibrator
+from pipeline.data.public_datasets import (
     BenchmarkSeries,
     has_evaluation_anomalies,
     load_benchmark,
@@ -99,10 +99,7 @@ def run_series(
     scores = detector.score(Segments.single(scaled_test))
     scored = time.perf_counter()
     calibration_scores = scores[: split.cut]
-    if split.calib_labels.any():
-        calibrator = make_calibrator("best_f1").fit(calibration_scores, split.calib_labels)
-    else:
-        calibrator = make_calibrator("percentile").fit(calibration_scores)
+    calibrator = fit_calibrator("best_f1", calibration_scores, split.calib_labels)
     reported = scores[split.cut :]
     metrics = evaluation.evaluate(split.eval_labels, reported, calibrator.threshold_)
     if save_scores is not None:

@@ -6,13 +6,15 @@ threshold can be re-fitted on new validation data, or a different rule tried, wi
 re-training the detector.
 
 Every calibrator follows one contract: ``fit(scores, labels=None)`` returns ``self`` and sets
-``threshold_``; ``predict(scores)`` flags ``scores >= threshold_``; ``to_dict()`` gives plain
-JSON (method, parameters, threshold) that :func:`calibrator_from_dict` turns back into the same
-calibrator.
+``threshold_``; ``predict(scores)`` flags alarms by the product's one rule
+(:func:`pipeline.checks.alarms`); ``to_dict()`` gives plain JSON (method, parameters, threshold)
+that :func:`calibrator_from_dict` turns back into the same calibrator. :func:`fit_calibrator` is
+how callers fit one: it owns the fallback for validation data without a labeled anomaly.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
@@ -21,8 +23,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import genpareto
 
-from pipeline.detectors.base import NotFittedError
-from pipeline.evaluation import check_labels, check_scores
+from pipeline.checks import NotFittedError, alarms, check_labels, check_scores
+from pipeline.choices import CALIBRATION_METHODS, CalibrationMethod
+
+log = logging.getLogger(__name__)
 
 
 class Calibrator(ABC):
@@ -30,6 +34,8 @@ class Calibrator(ABC):
 
     method: ClassVar[str]
     param_names: ClassVar[tuple[str, ...]] = ()
+    needs_anomalies: ClassVar[bool] = False
+    """Whether fitting needs labels with at least one anomaly (label-free rules do not)."""
 
     _threshold: float | None = None
 
@@ -65,8 +71,8 @@ class Calibrator(ABC):
         """The threshold for finite 1-D ``scores`` and optional bool ``labels``."""
 
     def predict(self, scores: npt.ArrayLike) -> np.ndarray:
-        """Boolean alarms: ``scores >= threshold_``."""
-        return check_scores(scores) >= self.threshold_
+        """Boolean alarms of finite ``scores`` (:func:`pipeline.checks.alarms`)."""
+        return alarms(check_scores(scores), self.threshold_)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form: method name, parameters and threshold (``None`` when unfitted)."""
@@ -99,6 +105,7 @@ class BestF1Threshold(Calibrator):
     """
 
     method = "best_f1"
+    needs_anomalies = True
 
     def _fit_threshold(self, scores: np.ndarray, labels: np.ndarray | None) -> float:
         if labels is None or not labels.any():
@@ -183,6 +190,9 @@ class PotThreshold(Calibrator):
         return initial + sigma / gamma * (tail_ratio**-gamma - 1.0)
 
 
+FALLBACK_METHOD: CalibrationMethod = "percentile"
+"""The rule used when the chosen one needs labeled anomalies and the data has none."""
+
 CALIBRATORS: dict[str, type[Calibrator]] = {
     cls.method: cls
     for cls in (BestF1Threshold, PercentileThreshold, MeanStdThreshold, PotThreshold)
@@ -192,7 +202,7 @@ CALIBRATORS: dict[str, type[Calibrator]] = {
 def _registered(method: object) -> type[Calibrator]:
     if method not in CALIBRATORS:
         raise ValueError(
-            f"unknown calibration method {method!r}; choose one of {sorted(CALIBRATORS)}"
+            f"unknown calibration method {method!r}; choose one of {sorted(CALIBRATION_METHODS)}"
         )
     return CALIBRATORS[method]
 
@@ -200,6 +210,21 @@ def _registered(method: object) -> type[Calibrator]:
 def make_calibrator(method: str = BestF1Threshold.method, **params: float) -> Calibrator:
     """Build a calibrator by registry name (``best_f1`` by default)."""
     return _registered(method)(**params)
+
+
+def fit_calibrator(
+    method: CalibrationMethod, scores: npt.ArrayLike, labels: npt.ArrayLike | None = None
+) -> Calibrator:
+    """Fit ``method`` on validation scores, falling back when it cannot learn from the labels.
+
+    A rule that needs labeled anomalies (best F1) has nothing to maximise on days without one,
+    so those days get :data:`FALLBACK_METHOD`, a fixed alarm budget, with a warning.
+    """
+    chosen = _registered(method)
+    if chosen.needs_anomalies and (labels is None or not np.any(labels)):
+        log.warning("no labeled anomaly to fit %r on: using %r instead", method, FALLBACK_METHOD)
+        return make_calibrator(FALLBACK_METHOD).fit(scores)
+    return chosen().fit(scores, labels)
 
 
 def calibrator_from_dict(data: dict[str, Any]) -> Calibrator:

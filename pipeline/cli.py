@@ -13,10 +13,10 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import get_args
 
 from pipeline import __version__
-from pipeline.config import PromotionMetric
+from pipeline.choices import CALIBRATION_METHODS, DEVICES, PROMOTION_METRICS
+from pipeline.config import parse_date
 
 
 def _print(value: object) -> None:
@@ -27,10 +27,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from pipeline import steps
 
     written = steps.generate(
-        start=args.start,
+        start=parse_date(args.start),
         days=args.days,
         patients=args.patients,
-        labeled_from=args.labeled_from,
+        labeled_from=parse_date(args.labeled_from),
         seed=args.seed,
     )
     _print(f"wrote {len(written)} daily partitions, {written[0]} .. {written[-1]}")
@@ -39,7 +39,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    _print(f"{args.dataset} {args.date}: valid (report {steps.validate(args.dataset, args.date)})")
+    report = steps.validate(args.dataset, parse_date(args.date))
+    _print(f"{args.dataset} {args.date}: valid (report {report})")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -51,20 +52,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     steps.train(run_dir, progress=True)
     steps.evaluate(steps.calibrate(run_dir))
     registered = steps.register(run_dir)
-    decision = steps.promote(config.dataset, metric=config.promotion_metric)
-    _print({"run_dir": run_dir, "registered": registered, "promotion": decision})
+    decision = steps.promote_challenger(config.dataset, metric=config.promotion_metric)
+    _print({"run_dir": run_dir, "registered": registered, "promotion": decision.to_dict()})
 
 
 def cmd_score(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    _print(f"scores written to {steps.score(args.dataset, args.date)}")
+    _print(f"scores written to {steps.score(args.dataset, parse_date(args.date))}")
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    _print(steps.promote(args.dataset, metric=args.metric, version=args.version))
+    if args.version is not None:
+        decision = steps.promote_version(args.dataset, args.version)
+    else:
+        decision = steps.promote_challenger(args.dataset, metric=args.metric)
+    _print(decision.to_dict())
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -145,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--detector")
     train.add_argument("--epochs", type=int)
     train.add_argument("--window", type=int)
-    train.add_argument("--calibration", choices=["best_f1", "percentile", "mean_std", "pot"])
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--calibration", choices=CALIBRATION_METHODS)
+    train.add_argument("--device", choices=DEVICES)
     train.set_defaults(handler=cmd_train)
 
     promote = commands.add_parser(
@@ -156,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--version", help="promote this version by hand")
     promote.add_argument(
         "--metric",
-        choices=get_args(PromotionMetric),
+        choices=PROMOTION_METRICS,
         help="gate metric (default: the challenger run's promotion_metric, vus_pr unless set)",
     )
     promote.set_defaults(handler=cmd_promote)
@@ -173,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results.csv")
     bench.add_argument("--save-scores", help="write one .npz of scores per series and detector")
     bench.add_argument("--epochs", type=int, help="override every torch detector's epochs")
-    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.add_argument("--device", choices=DEVICES, default="auto")
     bench.add_argument("--seed", type=int, default=0, help="seed of every detector's randomness")
     bench.set_defaults(handler=cmd_bench)
 

@@ -18,13 +18,19 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.detectors.names import DETECTOR_NAMES
+from pipeline.choices import (
+    DETECTOR_NAMES,
+    NAME_PATTERN,
+    CalibrationMethod,
+    Device,
+    PromotionMetric,
+)
 
 TIMESTAMP = "timestamp"
 ENTITY = "entity"
 LABEL = "label"
 
-_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+_NAME_PATTERN = re.compile(NAME_PATTERN)
 
 
 class ConfigError(ValueError):
@@ -175,14 +181,6 @@ class DateRange(BaseModel):
         return [self.start + dt.timedelta(days=offset) for offset in range(days + 1)]
 
 
-CalibrationMethod = Literal["best_f1", "percentile", "mean_std", "pot"]
-
-PromotionMetric = Literal[
-    "vus_pr", "vus_roc", "auc_pr", "auc_roc", "f1", "precision", "recall", "event_f1", "pa_f1"
-]
-"""Metrics of ``pipeline.evaluation.evaluate`` where higher is better: the gate's choices."""
-
-
 class RunConfig(BaseModel):
     """One training run: which days to learn, calibrate and test on, and with what."""
 
@@ -196,7 +194,7 @@ class RunConfig(BaseModel):
     window: int = Field(default=60, ge=2, le=4096)
     epochs: int = Field(default=5, ge=1, le=1000)
     batch_size: int = Field(default=64, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     seed: int = 0
     calibration: CalibrationMethod = "best_f1"
     promotion_metric: PromotionMetric = "vus_pr"
@@ -269,6 +267,11 @@ class Settings(BaseModel):
         return value
 
     @classmethod
+    def resolve(cls, settings: Settings | None) -> Settings:
+        """``settings`` when a caller passes them (tests, benchmarks), else :meth:`from_env`."""
+        return settings or cls.from_env()
+
+    @classmethod
     def from_env(cls) -> Settings:
         """Read ``TSAD_HOME``, ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
         ``TSAD_ARTIFACT_ROOT`` and ``TSAD_MODEL_PREFIX``; unset or empty means the default."""
@@ -302,10 +305,12 @@ class Settings(BaseModel):
         self,
         zone: Literal["landing", "validation", "quarantine", "scores"],
         dataset: str,
-        date: str | dt.date,
+        day: dt.date,
     ) -> Path:
-        """``<home>/data/<zone>/<dataset>/date=YYYY-MM-DD``, checked to stay inside the home."""
-        day = parse_date(date)
+        """``<home>/data/<zone>/<dataset>/date=YYYY-MM-DD``, checked to stay inside the home.
+
+        ``day`` is already a date: text is parsed once, where it enters (:func:`parse_date`).
+        """
         path = self.data_root / zone / validate_name(dataset) / f"date={day.isoformat()}"
         resolved = path.resolve()
         if not resolved.is_relative_to(self.data_root.resolve()):

@@ -2,7 +2,7 @@
 
 Threshold-free metrics (AUC-ROC, AUC-PR, VUS-ROC, VUS-PR) rank raw scores; threshold-dependent
 ones (point, event and point-adjusted F1) take binary predictions, with a point flagged when its
-score is ``>=`` the threshold, the same rule as :mod:`pipeline.calibration`.
+score is at or above the threshold (:func:`pipeline.checks.alarms`, the rule of every alarm).
 
 VUS (Paparrizos et al., "Volume Under the Surface", VLDB 2022) is computed exactly as the TSB-AD
 benchmark does (``TSB_AD.evaluation.basic_metrics.generate_curve``, version ``opt``), so figures
@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from pipeline.checks import alarms, check_labels, check_scores
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -29,40 +31,6 @@ VUS_SLIDING_WINDOW = 100
 
 VUS_THRESHOLDS = 250
 """Number of score cut points per buffer size, as in TSB-AD."""
-
-
-# --------------------------------------------------------------------------- input checks
-
-
-def check_scores(scores: npt.ArrayLike, n: int | None = None) -> np.ndarray:
-    """Return ``scores`` as a finite 1-D float64 array (of length ``n`` when given).
-
-    NaN or infinite scores are rejected rather than dropped: a comparison with NaN is always
-    False, so a NaN would silently become "normal" in every threshold and metric.
-    """
-    array = np.asarray(scores, dtype=np.float64)
-    if array.ndim != 1:
-        raise ValueError(f"scores must be 1-D, got shape {array.shape}")
-    if n is not None and len(array) != n:
-        raise ValueError(f"scores have {len(array)} points, labels have {n}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"scores contain {np.count_nonzero(~np.isfinite(array))} NaN or infinite values; "
-            "fix the detector output (or drop those points with their labels) first"
-        )
-    return array
-
-
-def check_labels(labels: npt.ArrayLike, n: int | None = None) -> np.ndarray:
-    """Return 0/1 (or bool) ``labels`` as a 1-D bool array (of length ``n`` when given)."""
-    array = np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {array.shape}")
-    if n is not None and len(array) != n:
-        raise ValueError(f"labels have {len(array)} points, expected {n}")
-    if array.dtype != bool and not np.isin(array, (0, 1)).all():
-        raise ValueError("labels must be binary (0/1 or bool)")
-    return array.astype(bool)
 
 
 def _check_pair(labels: npt.ArrayLike, predictions: npt.ArrayLike) -> tuple[np.ndarray, ...]:
@@ -331,10 +299,10 @@ def evaluate(
     threshold: float,
     sliding_window: int = VUS_SLIDING_WINDOW,
 ) -> dict[str, float | int]:
-    """Every metric for one series at a calibrated ``threshold`` (``score >= threshold``)."""
+    """Every metric for one series at a calibrated ``threshold`` (alarms by ``checks.alarms``)."""
     true = check_labels(labels)
     score = check_scores(scores, len(true))
-    pred = score >= threshold
+    pred = alarms(score, threshold)
     volume = vus(true, score, sliding_window)
     return {
         **point_metrics(true, pred),

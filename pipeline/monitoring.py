@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.checks import alarms
+
 DECILES = 10
 # Floor for an empty bin's share, so PSI stays finite when a day leaves a bin empty.
 _MIN_SHARE = 1e-4
@@ -119,7 +121,7 @@ class ReferenceProfile:
             features=tuple(features),
             feature_histograms=tuple(Histogram.of(column) for column in values.T),
             score_histogram=Histogram.of(scores),
-            anomaly_rate=float(np.mean(scores >= threshold)),
+            anomaly_rate=float(np.mean(alarms(scores, threshold))),
         )
 
     def to_dict(self) -> dict:
@@ -214,7 +216,7 @@ class DriftAccumulator:
             counts += bin_counts(column, hist.edges)
         self._score_counts += bin_counts(scores, self.profile.score_histogram.edges)
         self._rows += len(scores)
-        self._alarms += int(np.count_nonzero(scores >= threshold))
+        self._alarms += int(np.count_nonzero(alarms(scores, threshold)))
 
     def report(self, level: float) -> DriftReport:
         """The drift of everything added so far."""

@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from pipeline import evaluation
-from pipeline.config import ENTITY, LABEL, TIMESTAMP, ConfigError, PromotionMetric
+from pipeline.choices import PROMOTION_METRICS
+from pipeline.config import ENTITY, LABEL, TIMESTAMP, ConfigError
 from pipeline.scoring import ModelBundle, ModelMismatchError
-
-GATE_METRICS: tuple[str, ...] = get_args(PromotionMetric)
 
 
 def check_metric(metric: str) -> str:
     """Accept only metrics where higher is better (a gate on ``n_points`` would be noise)."""
-    if metric not in GATE_METRICS:
+    if metric not in PROMOTION_METRICS:
         raise ConfigError(
-            f"unknown promotion metric {metric!r}: choose one of {', '.join(GATE_METRICS)}"
+            f"unknown promotion metric {metric!r}: choose one of {', '.join(PROMOTION_METRICS)}"
         )
     return metric
 

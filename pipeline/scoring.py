@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ import pyarrow as pa
 import yaml
 
 from pipeline import attribution
-from pipeline.calibration import calibrator_from_dict
+from pipeline.calibration import Calibrator, calibrator_from_dict
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
 from pipeline.data import flags, io
 from pipeline.data.windows import (
@@ -51,8 +52,6 @@ SCORE_COLUMNS = [
     "top_features",
     "contributions",
 ]
-PROFILE_FILE = "profile.json"
-ENTITIES_FILE = "entities.json"
 # Entities scored together: large enough to fill the detector's batches, small enough that
 # memory does not grow with a day that holds thousands.
 ENTITIES_PER_CHUNK = 64
@@ -120,18 +119,30 @@ class ModelMismatchError(ValueError):
 
 @dataclass
 class ModelBundle:
-    """Everything needed to turn a day's canonical frame into scores and alarms."""
+    """Everything needed to turn a day's canonical frame into scores and alarms.
+
+    The bundle's directory layout is known here alone: training writes each part as it is
+    fitted (``save_scaler`` after preparing, ``save_detector`` after training, ...), and
+    :meth:`load` reads them all back.
+    """
+
+    SCALER_FILE: ClassVar[str] = "scaler.json"
+    DETECTOR_DIR: ClassVar[str] = "detector"
+    CALIBRATION_FILE: ClassVar[str] = "calibration.json"
+    PROFILE_FILE: ClassVar[str] = "profile.json"
+    SPEC_FILE: ClassVar[str] = "spec.yaml"
+    ENTITIES_FILE: ClassVar[str] = "entities.json"
 
     spec: DatasetSpec
     scaler: StandardScaler
     detector: Detector
-    calibration: dict
+    calibrator: Calibrator
     profile: ReferenceProfile | None = None
     entities: frozenset[str] | None = None  # seen in training; None for older bundles
 
     @property
     def threshold(self) -> float:
-        return float(self.calibration["threshold"])
+        return self.calibrator.threshold_
 
     @property
     def window(self) -> int:
@@ -300,7 +311,7 @@ class ModelBundle:
         )
         scores, alarm_features = self.detector.explained_scores(segments, self.threshold)
         keep = order >= n_earlier
-        alarms = scores >= self.threshold
+        alarms = self.calibrator.predict(scores)
         # Context rows only feed the windows: their alarms are the previous day's to explain.
         top_features, contributions = self.explain(alarm_features[keep[alarms]], alarms[keep])
         rows = order[keep] - n_earlier
@@ -318,51 +329,81 @@ class ModelBundle:
         return pd.DataFrame(result, columns=SCORE_COLUMNS)
 
     def save(self, directory: Path) -> Path:
+        """Write every part of the bundle to ``directory`` (what :meth:`load` reads)."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.scaler.save(directory / "scaler.json")
-        self.detector.save(directory / "detector")
-        (directory / "calibration.json").write_text(json.dumps(self.calibration, indent=2))
+        self.save_scaler(self.scaler, directory)
+        self.save_detector(self.detector, directory)
+        self.save_calibrator(self.calibrator, directory)
         if self.profile is not None:
-            self.profile.save(directory / PROFILE_FILE)
+            self.save_profile(self.profile, directory)
         self.save_spec(self.spec, directory)
         if self.entities is not None:
             self.save_entities(self.entities, directory)
         return directory
 
-    @staticmethod
-    def save_spec(spec: DatasetSpec, directory: Path) -> None:
+    @classmethod
+    def save_scaler(cls, scaler: StandardScaler, directory: Path) -> None:
+        """The scaler fitted on the training days (its features fix the model's columns)."""
+        scaler.save(directory / cls.SCALER_FILE)
+
+    @classmethod
+    def load_scaler(cls, directory: Path) -> StandardScaler:
+        return StandardScaler.load(directory / cls.SCALER_FILE)
+
+    @classmethod
+    def save_detector(cls, detector: Detector, directory: Path) -> None:
+        detector.save(directory / cls.DETECTOR_DIR)
+
+    @classmethod
+    def load_detector(cls, directory: Path, device: str | None = None) -> Detector:
+        return load_detector(directory / cls.DETECTOR_DIR, device=device)
+
+    @classmethod
+    def save_calibrator(cls, calibrator: Calibrator, directory: Path) -> Path:
+        """The fitted threshold rule, as plain JSON; returns the file (a run artifact too)."""
+        path = directory / cls.CALIBRATION_FILE
+        path.write_text(json.dumps(calibrator.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load_calibrator(cls, directory: Path) -> Calibrator:
+        """The fitted calibrator; an unknown or malformed calibration fails loudly."""
+        return calibrator_from_dict(json.loads((directory / cls.CALIBRATION_FILE).read_text()))
+
+    @classmethod
+    def save_profile(cls, profile: ReferenceProfile, directory: Path) -> None:
+        profile.save(directory / cls.PROFILE_FILE)
+
+    @classmethod
+    def save_spec(cls, spec: DatasetSpec, directory: Path) -> None:
         """Snapshot the dataset spec the model was trained for (checked before scoring)."""
-        (directory / "spec.yaml").write_text(
+        (directory / cls.SPEC_FILE).write_text(
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
         )
 
-    @staticmethod
-    def save_entities(entities: Iterable[str], directory: Path) -> None:
+    @classmethod
+    def save_entities(cls, entities: Iterable[str], directory: Path) -> None:
         """Record the entities seen in training, so scoring can flag the ones it never saw."""
-        (directory / ENTITIES_FILE).write_text(json.dumps(sorted(set(entities)), indent=0))
+        (directory / cls.ENTITIES_FILE).write_text(json.dumps(sorted(set(entities)), indent=0))
 
     @classmethod
     def load(cls, directory: Path, device: str | None = None) -> ModelBundle:
-        """A saved bundle; ``device`` (``auto|cpu|cuda``) replaces the detector's own.
+        """A saved bundle; ``device`` (a :data:`~pipeline.choices.Device`) replaces the
+        detector's own.
 
         Training records the device it ran on; later stages pass :data:`WORKER_DEVICE`, since
-        a model fitted on a GPU must still score where there is none.
+        a model fitted on a GPU must still score where there is none. The profile and the
+        entities are optional: bundles from before they existed still score.
         """
-        calibration = json.loads((directory / "calibration.json").read_text())
-        calibrator_from_dict(calibration)  # fails loudly on an unknown or malformed calibration
+        calibrator = cls.load_calibrator(directory)
+        profile, entities = directory / cls.PROFILE_FILE, directory / cls.ENTITIES_FILE
         return cls(
-            spec=DatasetSpec.model_validate(yaml.safe_load((directory / "spec.yaml").read_text())),
-            scaler=StandardScaler.load(directory / "scaler.json"),
-            detector=load_detector(directory / "detector", device=device),
-            calibration=calibration,
-            profile=(
-                ReferenceProfile.load(directory / PROFILE_FILE)
-                if (directory / PROFILE_FILE).is_file()
-                else None
+            spec=DatasetSpec.model_validate(
+                yaml.safe_load((directory / cls.SPEC_FILE).read_text())
             ),
-            entities=_load_entities(directory / ENTITIES_FILE),
+            scaler=cls.load_scaler(directory),
+            detector=cls.load_detector(directory, device=device),
+            calibrator=calibrator,
+            profile=ReferenceProfile.load(profile) if profile.is_file() else None,
+            entities=frozenset(json.loads(entities.read_text())) if entities.is_file() else None,
         )
-
-
-def _load_entities(path: Path) -> frozenset[str] | None:
-    return frozenset(json.loads(path.read_text())) if path.is_file() else None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import attribution, benchmark
-from pipeline.data.benchmarks import load_benchmark
+from pipeline.data.public_datasets import load_benchmark
 
 NAMES = ["hr", "spo2", "rr", "bp"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import benchmark
 from pipeline.cli import main
-from pipeline.data.benchmarks import load_benchmark, split_for_evaluation
+from pipeline.data.public_datasets import load_benchmark, split_for_evaluation
 
 
 def test_bench_writes_one_row_per_series_and_detector(shared_datasets, tmp_path, capsys):

@@ -18,7 +18,7 @@ from pipeline.calibration import (
     calibrator_from_dict,
     make_calibrator,
 )
-from pipeline.detectors.base import NotFittedError
+from pipeline.checks import NotFittedError
 from pipeline.evaluation import point_metrics
 
 

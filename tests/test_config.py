@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.config import ConfigError, DatasetSpec, RunConfig, Settings
+from pipeline.config import ConfigError, DatasetSpec, RunConfig, Settings, parse_date
 
 
 def test_shipped_specs_and_run_configs_load():
@@ -22,10 +22,10 @@ def test_unknown_dataset_names_the_known_ones():
 
 
 def test_partitions_live_under_tsad_home(tsad_home: Settings):
-    path = tsad_home.partition("landing", "vitals", "2026-01-02")
+    path = tsad_home.partition("landing", "vitals", parse_date("2026-01-02"))
     assert path == tsad_home.home / "data" / "landing" / "vitals" / "date=2026-01-02"
     with pytest.raises(ConfigError, match="expected YYYY-MM-DD"):
-        tsad_home.partition("landing", "vitals", "2026-01-02/../../x")
+        tsad_home.partition("landing", "vitals", parse_date("2026-01-02/../../x"))
 
 
 def test_overlapping_splits_are_rejected():

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from pipeline import evaluation, promotion, steps, tracking
-from pipeline.config import ConfigError, RunConfig, Settings
+from pipeline.choices import PROMOTION_METRICS
+from pipeline.config import ConfigError, RunConfig, Settings, project_root
 from pipeline.scoring import ModelBundle
 
 DAY = dt.date(2026, 3, 1)
@@ -73,7 +74,7 @@ def trained(module_home: Settings, tmp_path_factory: pytest.TempPathFactory):
     }
     # The same dataset before a sixth feature was added to its spec.
     project = tmp_path_factory.mktemp("older_project")
-    shutil.copytree(Path(steps.__file__).parents[1] / "configs", project / "configs")
+    shutil.copytree(project_root() / "configs", project / "configs")
     spec = yaml.safe_load((project / SPEC_FILE).read_text())
     spec["features"] = spec["features"][:-1]
     (project / SPEC_FILE).write_text(yaml.safe_dump(spec))
@@ -116,8 +117,8 @@ def better_and_worse(runs: dict[str, TrainedRun], metric: str) -> tuple[TrainedR
 def test_the_first_model_is_promoted_and_its_number_recorded(registry):
     settings, runs = registry
     version = register(settings, runs["pca"])
-    decision = steps.promote("vitals", settings=settings)
-    assert decision["promoted"] and decision["reason"] == "no production version yet"
+    decision = steps.promote_challenger("vitals", settings=settings)
+    assert decision.promoted and decision.reason == "no production version yet"
     assert tracking.alias_version(settings, "vitals", "production") == version
     tags = version_tags(settings, version)
     assert tags["gate.decision"] == "promoted"
@@ -130,16 +131,13 @@ def test_the_first_model_is_promoted_and_its_number_recorded(registry):
 def test_promoting_without_a_challenger_fails_and_a_second_promotion_changes_nothing(registry):
     settings, runs = registry
     with pytest.raises(tracking.ModelNotFoundError, match="no @challenger version"):
-        steps.promote("vitals", settings=settings)
+        steps.promote_challenger("vitals", settings=settings)
     version = register(settings, runs["pca"])
-    assert steps.promote("vitals", settings=settings)["promoted"]
-    again = steps.promote("vitals", settings=settings)
-    assert again == {
-        "promoted": False,
-        "version": version,
-        "previous": version,
-        "reason": "already in production",
-    }
+    assert steps.promote_challenger("vitals", settings=settings).promoted
+    again = steps.promote_challenger("vitals", settings=settings)
+    assert again == steps.PromotionResult(
+        promoted=False, version=version, previous=version, reason="already in production"
+    )
 
 
 @pytest.mark.parametrize("challenger_is_better", [True, False], ids=["better", "worse"])
@@ -148,10 +146,10 @@ def test_the_challenger_is_promoted_only_when_at_least_as_good(registry, challen
     better, worse = better_and_worse(runs, "vus_pr")
     first, second = (worse, better) if challenger_is_better else (better, worse)
     incumbent = register(settings, first)
-    steps.promote("vitals", settings=settings)
+    steps.promote_challenger("vitals", settings=settings)
     challenger = register(settings, second)
-    decision = steps.promote("vitals", settings=settings)
-    assert decision["promoted"] is challenger_is_better and decision["previous"] == incumbent
+    decision = steps.promote_challenger("vitals", settings=settings)
+    assert decision.promoted is challenger_is_better and decision.previous == incumbent
     serving = challenger if challenger_is_better else incumbent
     assert tracking.alias_version(settings, "vitals", "production") == serving
     assert tracking.alias_version(settings, "vitals", "challenger") == challenger
@@ -168,9 +166,9 @@ def test_production_is_scored_on_the_challengers_test_days_not_its_own(registry)
     settings, runs = registry
     incumbent = runs["iforest_tested_on_day_2"]  # the same forest as "iforest", other test day
     register(settings, incumbent)
-    steps.promote("vitals", settings=settings)
+    steps.promote_challenger("vitals", settings=settings)
     challenger = register(settings, runs["pca"])
-    steps.promote("vitals", settings=settings)
+    steps.promote_challenger("vitals", settings=settings)
     production_number = float(version_tags(settings, challenger)["gate.production"])
     assert production_number == pytest.approx(runs["iforest"].metrics["vus_pr"], 1e-5)
     assert production_number != pytest.approx(incumbent.metrics["vus_pr"], 1e-3)
@@ -179,43 +177,43 @@ def test_production_is_scored_on_the_challengers_test_days_not_its_own(registry)
 def test_the_gate_metric_comes_from_the_command_or_the_run_config(registry):
     settings, runs = registry
     register(settings, runs["iforest"])
-    steps.promote("vitals", settings=settings)
+    steps.promote_challenger("vitals", settings=settings)
     by_command = register(settings, runs["pca"])
-    decision = steps.promote("vitals", metric="auc_roc", settings=settings)
+    decision = steps.promote_challenger("vitals", metric="auc_roc", settings=settings)
     tags = version_tags(settings, by_command)
-    assert tags["gate.metric"] == decision["metric"] == "auc_roc"
+    assert tags["gate.metric"] == decision.metric == "auc_roc"
     assert float(tags["gate.challenger"]) == pytest.approx(runs["pca"].metrics["auc_roc"], 1e-5)
     assert float(tags["gate.production"]) == pytest.approx(runs["iforest"].metrics["auc_roc"], 1e-5)
-    assert decision["promoted"] == (
+    assert decision.promoted == (
         runs["pca"].metrics["auc_roc"] >= runs["iforest"].metrics["auc_roc"]
     )
     by_config = register(settings, runs["pca_gated_on_auc_pr"])
-    steps.promote("vitals", settings=settings)
+    steps.promote_challenger("vitals", settings=settings)
     assert version_tags(settings, by_config)["gate.metric"] == "auc_pr"
 
 
 def test_only_metrics_where_higher_is_better_can_gate(registry):
     settings, _ = registry
     with pytest.raises(ConfigError, match="unknown promotion metric 'n_points'"):
-        steps.promote("vitals", metric="n_points", settings=settings)
+        steps.promote_challenger("vitals", metric="n_points", settings=settings)
     metrics = evaluation.evaluate(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.3]), 0.5)
-    assert set(promotion.GATE_METRICS) <= set(metrics)
+    assert set(PROMOTION_METRICS) <= set(metrics)
 
 
 def test_a_production_model_for_other_features_is_not_compared(registry):
     settings, runs = registry
     incumbent = register(settings, runs["five_features"])
-    steps.promote("vitals", settings=settings)
+    steps.promote_challenger("vitals", settings=settings)
     challenger = register(settings, runs["pca"])
-    decision = steps.promote("vitals", settings=settings)
-    assert not decision["promoted"]
+    decision = steps.promote_challenger("vitals", settings=settings)
+    assert not decision.promoted
     assert tracking.alias_version(settings, "vitals", "production") == incumbent
     tags = version_tags(settings, challenger)
     assert tags["gate.decision"] == "rejected"
     assert tags["gate.production"] == "none" and tags["gate.production_version"] == incumbent
     assert "cannot score the challenger's test data" in tags["gate.reason"]
     assert "temperature" in tags["gate.reason"]
-    assert steps.promote("vitals", version=challenger, settings=settings)["promoted"]
+    assert steps.promote_version("vitals", challenger, settings=settings).promoted
     assert tracking.alias_version(settings, "vitals", "production") == challenger
     assert version_tags(settings, challenger)["promotion"] == "manual"
 

@@ -55,7 +55,7 @@ def test_a_model_at_another_step_or_with_a_window_longer_than_a_day_is_refused(l
     hourly = bundle.spec.model_copy(update={"frequency": "1h"})
     with pytest.raises(ModelMismatchError, match="trained on '1min' steps"):
         bundle.check_compatible(hourly)
-    hourly_model = ModelBundle(hourly, bundle.scaler, bundle.detector, bundle.calibration)
+    hourly_model = ModelBundle(hourly, bundle.scaler, bundle.detector, bundle.calibrator)
     with pytest.raises(ModelMismatchError, match="window of 32 steps exceeds the 24 steps"):
         hourly_model.check_compatible(hourly)
 

@@ -47,8 +47,8 @@ def bundle(days: list[pd.DataFrame]) -> ModelBundle:
     detector = detector_class("dense_ae")(window=16, epochs=1, train_stride=8, device="cpu").fit(
         scaled
     )
-    calibration = make_calibrator("percentile").fit(detector.score(scaled)).to_dict()
-    return ModelBundle(spec, scaler, detector, calibration)
+    calibrator = make_calibrator("percentile").fit(detector.score(scaled))
+    return ModelBundle(spec, scaler, detector, calibrator)
 
 
 def landed(directory: Path, frame: pd.DataFrame, parts: int) -> Path:
@@ -262,7 +262,7 @@ def test_the_streamed_scoring_step_equals_the_day_scored_in_memory(
 def test_a_day_without_alarms_gets_its_scores_report_and_summary(
     tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle
 ) -> None:
-    quiet = replace(bundle, calibration={**bundle.calibration, "threshold": 1e12})
+    quiet = replace(bundle, calibrator=make_calibrator("percentile").fit([1e12]))
     today = landed(tmp_path / "today", days[2], parts=1)
 
     summary = daily.score_landed(

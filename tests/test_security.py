@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def test_a_partition_linked_outside_the_home_is_refused(
     zone.mkdir(parents=True)
     (zone / "vitals").symlink_to(outside, target_is_directory=True)
     with pytest.raises(ConfigError, match="escapes"):
-        tsad_home.partition("landing", "vitals", "2026-01-05")
+        tsad_home.partition("landing", "vitals", dt.date(2026, 1, 5))
 
 
 def test_dataset_specs_load_only_from_the_configs_directory() -> None:

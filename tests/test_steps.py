@@ -49,7 +49,7 @@ def ward(module_home: Settings):
     run_dir = steps.prepare(config, settings)
     steps.evaluate(steps.calibrate(steps.train(run_dir)))
     registered = steps.register(run_dir, settings)
-    promotion = steps.promote("vitals", settings=settings)
+    promotion = steps.promote_challenger("vitals", settings=settings)
     return settings, Path(run_dir), registered, promotion
 
 
@@ -105,7 +105,7 @@ def test_register_records_threshold_metrics_and_aliases(ward):
     assert str(version.version) == str(registered["version"])
     assert float(version.tags["threshold"]) > 0
     assert {"metric.auc_pr", "metric.f1", "data_digest"} <= set(version.tags)
-    assert promotion["promoted"] and promotion["reason"] == "no production version yet"
+    assert promotion.promoted and promotion.reason == "no production version yet"
 
 
 def test_score_gives_every_row_a_score_and_reruns_replace(ward):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from pipeline.config import TIMESTAMP, DatasetSpec, parse_date
+from pipeline.config import TIMESTAMP, DatasetSpec
 
 # GX logs every store and metric step; a daily validation must not flood the task log.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -67,14 +67,13 @@ class ValidationReport:
         return json.dumps({**asdict(self), "date": self.date.isoformat()}, indent=2)
 
 
-def build_suite(spec: DatasetSpec, date: dt.date | str) -> gx.ExpectationSuite:
-    """The expectations a landed batch of ``spec`` for partition ``date`` must meet.
+def build_suite(spec: DatasetSpec, day: dt.date) -> gx.ExpectationSuite:
+    """The expectations a landed batch of ``spec`` for partition ``day`` must meet.
 
     Pure: derived from the spec and the date only, so the same batch always meets the same
     rules. A label expectation is included whenever the spec names a label column; callers
     validating a batch without labels pass a spec whose ``label_column`` is None.
     """
-    day = parse_date(date)
     return gx.ExpectationSuite(
         name=f"{spec.name}-{day.isoformat()}",
         expectations=[
@@ -89,14 +88,13 @@ def build_suite(spec: DatasetSpec, date: dt.date | str) -> gx.ExpectationSuite:
     )
 
 
-def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, date: dt.date | str) -> ValidationReport:
+def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, day: dt.date) -> ValidationReport:
     """Check one landed batch against its spec, as it landed.
 
     Bad data never raises: every problem, including a check that GX could not evaluate, becomes
     a line in ``failures``, and columns the spec does not know become ``warnings``. ``frame`` is
     never modified (it is the evidence that goes to quarantine).
     """
-    day = parse_date(date)
     has_label = spec.label_column is not None and spec.label_column in frame.columns
     suite = build_suite(spec if has_label else spec.model_copy(update={"label_column": None}), day)
     timestamp_problem = _timestamp_problem(frame)

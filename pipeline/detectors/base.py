@@ -17,11 +17,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.checks import NotFittedError, alarms
 from pipeline.data.windows import Segments
-
-
-class NotFittedError(RuntimeError):
-    """Raised when a detector is used before ``fit`` (or ``load``)."""
 
 
 class DetectorConfig(BaseModel):
@@ -63,8 +60,21 @@ class Detector(ABC):
             )
 
     @abstractmethod
-    def fit(self, train: Segments, valid: Segments | None = None) -> Self:
-        """Learn normal behaviour from unlabeled training segments."""
+    def fit(
+        self,
+        train: Segments,
+        valid: Segments | None = None,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> Self:
+        """Learn normal behaviour from unlabeled training segments.
+
+        Every detector takes the same arguments, so the training step calls any of them alike:
+        detectors trained by epochs checkpoint under ``checkpoint_dir``, ``resume`` from the
+        last checkpoint there and show ``progress``; one-shot fits ignore the three.
+        """
 
     @abstractmethod
     def score(self, x: Segments) -> np.ndarray:
@@ -105,14 +115,14 @@ class Detector(ABC):
         if self.score_is_feature_mean:
             features = self.score_features(x)
             scores = features.mean(axis=1)
-            return scores, features[scores >= threshold]
+            return scores, features[alarms(scores, threshold)]
         scores = self.score(x)
-        alarms = scores >= threshold
-        if not alarms.any():
+        alarmed = alarms(scores, threshold)
+        if not alarmed.any():
             return scores, np.empty((0, x.n_features))
         if type(self).score_features is Detector.score_features:  # occlusion starts from scores
-            return scores, self._occlusion(x, scores)[alarms]
-        return scores, self.score_features(x)[alarms]
+            return scores, self._occlusion(x, scores)[alarmed]
+        return scores, self.score_features(x)[alarmed]
 
     @abstractmethod
     def _save_state(self, directory: Path) -> dict:

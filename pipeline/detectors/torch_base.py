@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from pipeline.choices import Device
 from pipeline.data.windows import (
     PointFeatureScores,
     PointScores,
@@ -47,7 +48,7 @@ class TorchDetectorConfig(DetectorConfig):
         default=None, ge=1, description="step between scored windows; default window // 4"
     )
     score_batch_size: int = Field(default=512, ge=1)
-    device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
+    device: Device = "auto"
     seed: int = 0
 
     @property

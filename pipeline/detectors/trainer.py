@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.choices import DEVICES
 from pipeline.data.windows import Segments, window_starts
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,13 @@ EpochHook = Callable[[int], None]
 
 
 def resolve_device(name: str) -> torch.device:
-    """Map ``auto|cpu|cuda`` to a device; asking for CUDA without one is an error."""
+    """Map a :data:`~pipeline.choices.Device` to a torch device; CUDA without one is an error."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but no CUDA device is available")
-    if name not in {"cpu", "cuda"}:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
     return torch.device(name)
 
 

@@ -15,9 +15,10 @@ import pydantic
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from pipeline.checks import NotFittedError
 from pipeline.cli import cmd_detectors
 from pipeline.data.windows import Segments
-from pipeline.detectors.base import Detector, NotFittedError
+from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import DETECTORS, load_detector, make_detector
 from pipeline.detectors.torch_base import TorchDetector
 

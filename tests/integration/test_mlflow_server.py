@@ -152,10 +152,10 @@ def test_register_and_promote_through_the_server(server, stack_settings):
     assert stack_settings.artifact_root is None  # the server decides where artifacts live
     run_dir = trained_run(stack_settings)
     registered = steps.register(run_dir, stack_settings)
-    decision = steps.promote("vitals", settings=stack_settings)
-    assert decision["promoted"] and decision["previous"] is None
-    assert decision["version"] == registered["version"]
-    assert decision["reason"] == "no production version yet"
+    decision = steps.promote_challenger("vitals", settings=stack_settings)
+    assert decision.promoted and decision.previous is None
+    assert decision.version == registered["version"]
+    assert decision.reason == "no production version yet"
     production = tracking.load_production_model(stack_settings, "vitals")
     assert production.version == registered["version"]
     assert production.bundle.spec.name == "vitals"

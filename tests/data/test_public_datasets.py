@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import ENTITY, LABEL, TIMESTAMP
-from pipeline.data.benchmarks import (
+from pipeline.data.public_datasets import (
     BenchmarkSeries,
     has_evaluation_anomalies,
     load_benchmark,

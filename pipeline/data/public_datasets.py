@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from pipeline.checks import Interpretation
 from pipeline.config import ENTITY, LABEL, TIMESTAMP
 
 CALIBRATION_FRACTION = 0.3
@@ -40,7 +41,6 @@ _UCR_FILE = re.compile(
 )
 
 Part = Literal["train", "test"]
-Interpretation = list[tuple[int, int, list[int]]]
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,44 @@
+"""Every list of allowed values, defined once and importable without heavy dependencies.
+
+The DAG files build their Param enums and patterns from here at parse time, the command line
+its ``choices``, the pydantic models their field types, and each registry (calibrators,
+detectors) is checked against its list by a test. A ``Literal`` is the single definition;
+``get_args`` turns it into the tuple a Param or ``argparse`` needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Device = Literal["auto", "cpu", "cuda"]
+"""Where torch work runs: ``auto`` takes CUDA when present, else the CPU."""
+
+CalibrationMethod = Literal["best_f1", "percentile", "mean_std", "pot"]
+"""Threshold rules of ``pipeline.calibration``."""
+
+PromotionMetric = Literal[
+    "vus_pr", "vus_roc", "auc_pr", "auc_roc", "f1", "precision", "recall", "event_f1", "pa_f1"
+]
+"""Metrics of ``pipeline.evaluation.evaluate`` where higher is better: the gate's choices."""
+
+DetectorName = Literal[
+    "anomaly_transformer",
+    "dense_ae",
+    "iforest",
+    "lstm_ae",
+    "lstm_forecast",
+    "masked_transformer",
+    "ocsvm",
+    "pca",
+    "transformer_ae",
+    "vae",
+]
+"""Names of ``pipeline.detectors.registry.DETECTORS`` (the registry imports every model)."""
+
+DEVICES: tuple[str, ...] = get_args(Device)
+CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
+PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
+DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""Dataset, run-config and run-key names: no path separators, nothing a shell would expand."""

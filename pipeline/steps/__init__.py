@@ -1,0 +1,73 @@
+"""The pipeline's steps, shared by the Airflow DAGs and the command line.
+
+Each step reads and writes by path (returned as a string so it can travel through XCom) and is
+a thin composition of the modules below it: a DAG task or a CLI command calls exactly one step.
+Dates arrive here already parsed (:func:`pipeline.config.parse_date` runs once, at the CLI or in
+the DAG task). One module per DAG concern:
+
+- :mod:`~pipeline.steps.validation`: a landed day checked, or quarantined;
+- :mod:`~pipeline.steps.training`: prepare, train, calibrate and evaluate a run folder
+  (:mod:`~pipeline.steps.run_dir` names its files);
+- :mod:`~pipeline.steps.registration`: register a run, promote a version;
+- :mod:`~pipeline.steps.scoring`: score a day with the production model, read its drift;
+- :mod:`~pipeline.steps.demo_data`: the synthetic demo days.
+"""
+
+from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
+from pipeline.steps.demo_data import generate
+from pipeline.steps.registration import (
+    PromotionResult,
+    promote_challenger,
+    promote_version,
+    register,
+)
+from pipeline.steps.run_dir import RunDir
+from pipeline.steps.scoring import drift_status, score
+from pipeline.steps.training import (
+    TrainingDataRejected,
+    calibrate,
+    detector_params,
+    evaluate,
+    prepare,
+    run_config_from_params,
+    run_days,
+    train,
+)
+from pipeline.steps.validation import (
+    REPORT_FILE,
+    BatchRejected,
+    is_validated,
+    load_day,
+    validate,
+    validate_days,
+    validated_landing,
+)
+
+__all__ = [
+    "DAILY_REPORT_FILE",
+    "REPORT_FILE",
+    "SCORES_FILE",
+    "SUMMARY_FILE",
+    "BatchRejected",
+    "PromotionResult",
+    "RunDir",
+    "TrainingDataRejected",
+    "calibrate",
+    "detector_params",
+    "drift_status",
+    "evaluate",
+    "generate",
+    "is_validated",
+    "load_day",
+    "prepare",
+    "promote_challenger",
+    "promote_version",
+    "register",
+    "run_config_from_params",
+    "run_days",
+    "score",
+    "train",
+    "validate",
+    "validate_days",
+    "validated_landing",
+]

@@ -1,0 +1,159 @@
+"""Registration and promotion steps: a trained run into MLflow, and ``@production`` moved.
+
+A registered run arrives as ``@challenger``. The gate (:func:`promote_challenger`) moves
+``@production`` to it only when it is at least as good as the current production model on the
+challenger run's labeled test days; a person can instead promote any version by hand
+(:func:`promote_version`). Both answer with one :class:`PromotionResult`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import RunConfig, Settings
+from pipeline.scoring import ModelBundle
+from pipeline.steps.run_dir import RunDir
+from pipeline.steps.training import detector_params, run_days
+from pipeline.steps.validation import load_day, report_path
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What a promotion decided: the version, the one it replaces, and why.
+
+    ``metric``, ``challenger`` and ``production`` hold the gate's comparison; they are None
+    when nothing was measured (a promotion by hand, a challenger already in production) and
+    ``production`` alone is None when there was no production model to measure.
+    """
+
+    promoted: bool
+    version: str | None
+    previous: str | None
+    reason: str
+    metric: str | None = None
+    challenger: float | None = None
+    production: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON, for XCom and the command line."""
+        return asdict(self)
+
+
+def _data_digest(run: RunDir) -> str:
+    values, timestamps = run.training_values()
+    digest = hashlib.sha256()
+    digest.update(values.tobytes())
+    digest.update(timestamps.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def register(run_dir: str, settings: Settings | None = None) -> dict:
+    """Log the run to MLflow and register the bundle as the ``@challenger`` version."""
+    from pipeline import tracking
+
+    settings = Settings.resolve(settings)
+    run = RunDir(Path(run_dir))
+    config = run.config()
+    metrics = run.metrics()
+    calibrator = ModelBundle.load_calibrator(run.bundle)
+    tags = {
+        "dataset": config.dataset,
+        "detector": config.detector,
+        "window": str(config.window),
+        "threshold": f"{calibrator.threshold_:.6g}",
+        "calibration_method": calibrator.method,
+        "data_digest": _data_digest(run),
+        "run_dir": str(run.path),
+    }
+    params = config.model_dump(mode="json", exclude={"detector_params"})
+    params |= {f"detector.{key}": value for key, value in detector_params(config).items()}
+    reports = [report_path(settings, config.dataset, day) for day in run_days(config)]
+    run.validation_reports.write_text(
+        json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
+    )
+    version = tracking.register_training_run(
+        settings,
+        config.dataset,
+        run.bundle,
+        params=params,
+        metrics={key: float(value) for key, value in metrics.items()},
+        tags=tags,
+        artifacts=[
+            run.config_file,
+            *sorted(run.evaluation.iterdir()),
+            run.bundle / ModelBundle.CALIBRATION_FILE,
+            run.validation_reports,
+        ],
+    )
+    return {"name": version.name, "version": version.version, "run_id": version.run_id}
+
+
+def promote_version(
+    dataset: str, version: str, settings: Settings | None = None
+) -> PromotionResult:
+    """Move ``@production`` to ``version`` by hand: a person's decision, applied as is."""
+    from pipeline import tracking
+
+    settings = Settings.resolve(settings)
+    previous = tracking.alias_version(settings, dataset, tracking.PRODUCTION)
+    tracking.record_promotion(settings, dataset, str(version), {"promotion": "manual"}, True)
+    return PromotionResult(True, str(version), previous, "promoted by hand")
+
+
+def promote_challenger(
+    dataset: str, metric: str | None = None, settings: Settings | None = None
+) -> PromotionResult:
+    """Move ``@production`` to the challenger if the gate passes it.
+
+    The gate (:mod:`pipeline.promotion`) scores the challenger run's labeled test days with the
+    challenger and with the current production model and compares ``metric`` (the run config's
+    ``promotion_metric`` when None). Both numbers, the production version compared against, the
+    decision and its reason are tagged on the challenger version whatever the outcome; a
+    rejected challenger keeps ``@challenger``.
+    """
+    from pipeline import promotion, tracking
+
+    settings = Settings.resolve(settings)
+    if metric is not None:
+        promotion.check_metric(metric)
+    # Versions first, models after: a challenger already in production needs no loading.
+    candidate = tracking.alias_version(settings, dataset, tracking.CHALLENGER)
+    if candidate is None:
+        raise tracking.ModelNotFoundError(
+            f"model {settings.model_name(dataset)!r} has no @{tracking.CHALLENGER} version "
+            "to promote: train one first"
+        )
+    previous = tracking.alias_version(settings, dataset, tracking.PRODUCTION)
+    if previous == candidate:
+        return PromotionResult(False, previous, previous, "already in production")
+    challenger = tracking.load_version(settings, dataset, candidate)
+    production = None if previous is None else tracking.load_version(settings, dataset, previous)
+    config = RunConfig.model_validate_json(
+        tracking.read_run_file(settings, challenger.run_id, RunDir.CONFIG_NAME)
+    )
+    spec = challenger.bundle.spec
+    test_days = pd.concat([load_day(settings, spec, day) for day in config.test.dates()])
+    verdict = promotion.judge(
+        challenger.bundle,
+        None if production is None else production.bundle,
+        previous,
+        test_days,
+        metric or config.promotion_metric,
+    )
+    tags = verdict.tags() | {"gate.test_days": f"{config.test.start}..{config.test.end}"}
+    tracking.record_promotion(settings, dataset, challenger.version, tags, verdict.promote)
+    return PromotionResult(
+        promoted=verdict.promote,
+        version=challenger.version,
+        previous=previous,
+        reason=verdict.reason,
+        metric=verdict.metric,
+        challenger=verdict.challenger,
+        production=verdict.production,
+    )

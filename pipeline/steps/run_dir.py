@@ -1,0 +1,116 @@
+"""The folder of one training run: the one place that names its files.
+
+The steps of a training run hand each other a path (a string travels through XCom), and every
+file under it is named here::
+
+    run.json                  the run configuration
+    prepared/<split>.npz      scaled, segmented train/validation/test rows
+    checkpoints/              the trainer's checkpoints (resume after a crash)
+    bundle/                   the model (its own files are named by ModelBundle)
+    evaluation/               metrics.json and the figures
+    validation_reports.json   the passing validation reports of every day read
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import LABEL, TIMESTAMP, RunConfig, Settings
+from pipeline.data.windows import Segments, timestamps_ns
+
+Split = Literal["train", "validation", "test"]
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """One split as ``prepare`` stored it: scaled segments, their timestamps and labels."""
+
+    segments: Segments
+    timestamps: np.ndarray
+    labels: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run's working folder under ``TSAD_HOME/runs/<dataset>/<run key>``."""
+
+    CONFIG_NAME: ClassVar[str] = "run.json"
+    """Also the name of the run configuration among a registered run's artifacts."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, settings: Settings, config: RunConfig) -> RunDir:
+        """A new, empty run folder (keyed by UTC time and a random suffix) holding ``config``."""
+        key = dt.datetime.now(dt.UTC).strftime("%Y%m%dt%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        run = cls(settings.run_dir(config.dataset, key))
+        run.bundle.mkdir(parents=True)
+        (run.path / "prepared").mkdir()
+        run.config_file.write_text(config.model_dump_json(indent=2))
+        return run
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / self.CONFIG_NAME
+
+    @property
+    def bundle(self) -> Path:
+        return self.path / "bundle"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / "evaluation"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.evaluation / "metrics.json"
+
+    @property
+    def validation_reports(self) -> Path:
+        return self.path / "validation_reports.json"
+
+    def prepared(self, split: Split) -> Path:
+        return self.path / "prepared" / f"{split}.npz"
+
+    def figure(self, name: str) -> Path:
+        return self.evaluation / f"{name}.png"
+
+    def config(self) -> RunConfig:
+        return RunConfig.model_validate_json(self.config_file.read_text())
+
+    def metrics(self) -> dict[str, float]:
+        return json.loads(self.metrics_file.read_text())
+
+    def save_split(self, split: Split, segments: Segments, frame: pd.DataFrame) -> None:
+        """Store ``segments`` with the timestamps (and labels) of ``frame``'s rows, in order."""
+        arrays = {
+            "values": segments.values,
+            "bounds": segments.bounds,
+            "timestamps": timestamps_ns(frame[TIMESTAMP]),
+        }
+        if LABEL in frame:
+            arrays["labels"] = frame[LABEL].to_numpy(dtype=np.int8)
+        np.savez(self.prepared(split), **arrays)
+
+    def load_split(self, split: Split) -> PreparedSplit:
+        with np.load(self.prepared(split)) as data:
+            labels = data.get("labels")
+            timestamps = data["timestamps"].astype("datetime64[ns]")
+            return PreparedSplit(Segments(data["values"], data["bounds"]), timestamps, labels)
+
+    def training_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The prepared training values and timestamps (what the data digest is taken of)."""
+        with np.load(self.prepared("train")) as data:
+            return data["values"], data["timestamps"]

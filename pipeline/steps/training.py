@@ -1,0 +1,176 @@
+"""Training steps: prepare the days, train the detector, calibrate its threshold, evaluate it.
+
+Each step reads and writes one run folder (:class:`~pipeline.steps.run_dir.RunDir`) and returns
+its path, so the training DAG's tasks and ``tsad train`` chain them alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import evaluation, monitoring
+from pipeline.calibration import fit_calibrator
+from pipeline.config import ENTITY, DatasetSpec, RunConfig, Settings
+from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to_segments
+from pipeline.detectors.registry import detector_class, supported_params
+from pipeline.scoring import WORKER_DEVICE, ModelBundle
+from pipeline.steps.run_dir import RunDir, Split
+from pipeline.steps.validation import load_day
+
+log = logging.getLogger(__name__)
+
+RUN_OVERRIDES = ("dataset", "detector", "epochs", "window", "calibration", "device")
+
+
+class TrainingDataRejected(ValueError):
+    """Training days that every batch check passed but a model cannot learn from."""
+
+
+def run_config_from_params(params: dict | None) -> RunConfig:
+    """A run config named by ``params['run_config']`` with any non-null overrides applied."""
+    params = params or {}
+    base = RunConfig.load(params.get("run_config") or "vitals")
+    overrides = {key: params[key] for key in RUN_OVERRIDES if params.get(key) is not None}
+    if overrides.get("detector", base.detector) != base.detector:
+        overrides["detector_params"] = {}  # tuned for the run config's own detector
+    return RunConfig.model_validate(base.model_dump() | overrides)
+
+
+def run_days(config: RunConfig) -> list[dt.date]:
+    """Every day a training run reads, in order."""
+    return [day for days in (config.train, config.validation, config.test) for day in days.dates()]
+
+
+def prepare(config: RunConfig, settings: Settings | None = None) -> str:
+    """Fit the scaler on training days only and store scaled, gap-aware segments per split."""
+    settings = Settings.resolve(settings)
+    spec = DatasetSpec.load(config.dataset)
+    splits: dict[Split, pd.DataFrame] = {
+        "train": _load_days(settings, spec, config.train.dates()),
+        "validation": _load_days(settings, spec, config.validation.dates()),
+        "test": _load_days(settings, spec, config.test.dates()),
+    }
+    _refuse_constant_features(splits["train"], spec)
+    run = RunDir.create(settings, config)
+    segmented = {
+        name: frame_to_segments(frame, spec.feature_names, spec.step)
+        for name, frame in splits.items()
+    }
+    scaler = StandardScaler.fit(segmented["train"][0].values, spec.feature_names)
+    for name, (segments, ordered) in segmented.items():
+        run.save_split(name, Segments(scaler.transform(segments.values), segments.bounds), ordered)
+    ModelBundle.save_scaler(scaler, run.bundle)
+    ModelBundle.save_spec(spec, run.bundle)
+    ModelBundle.save_entities(splits["train"][ENTITY].unique(), run.bundle)
+    return str(run.path)
+
+
+def _load_days(settings: Settings, spec: DatasetSpec, days: list[dt.date]) -> pd.DataFrame:
+    return pd.concat([load_day(settings, spec, day) for day in days])
+
+
+def _refuse_constant_features(train: pd.DataFrame, spec: DatasetSpec) -> None:
+    """A feature without spread over the training days has no normal range to learn.
+
+    Scaled with a unit spread it would turn any later change of a stuck sensor into an alarm
+    of arbitrary size, so training stops and names the feature instead. Spread is judged as
+    the scaler judges it (:data:`MIN_SPREAD`), so float jitter on a stuck value is constant too.
+    """
+    spread = train[spec.feature_names].std(ddof=0)
+    constant = [name for name in spec.feature_names if not spread[name] > MIN_SPREAD]
+    if constant:
+        values = ", ".join(f"{name}={train[name].iloc[0]:g}" for name in constant)
+        raise TrainingDataRejected(
+            f"{spec.name}: constant over the training days ({values}): a detector cannot learn "
+            "their normal range; fix the source or choose other training days"
+        )
+
+
+def detector_params(config: RunConfig) -> dict[str, Any]:
+    """Run-level settings a detector accepts, overridden by its explicit ``detector_params``."""
+    common = {
+        "window": config.window,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "device": config.device,
+        "seed": config.seed,
+    }
+    return supported_params(config.detector, common) | config.detector_params
+
+
+def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
+    """Train the configured detector on the prepared training split; save it in the bundle."""
+    run = RunDir(Path(run_dir))
+    config = run.config()
+    detector = detector_class(config.detector)(**detector_params(config))
+    detector.fit(
+        run.load_split("train").segments,
+        checkpoint_dir=run.checkpoints,
+        resume=resume,
+        progress=progress,
+    )
+    ModelBundle.save_detector(detector, run.bundle)
+    return run_dir
+
+
+def calibrate(run_dir: str) -> str:
+    """Fit the threshold on the labeled validation days (training scores when unlabeled).
+
+    The same scores become the bundle's reference profile for drift monitoring, with the
+    training values: what a normal day's data and scores look like to this model.
+    """
+    run = RunDir(Path(run_dir))
+    config = run.config()
+    detector = ModelBundle.load_detector(run.bundle, device=WORKER_DEVICE)
+    validation, train_split = run.load_split("validation"), run.load_split("train")
+    if validation.labels is not None and validation.labels.any():
+        scores, labels = detector.score(validation.segments), validation.labels
+    else:
+        log.warning("validation days carry no anomaly labels: calibrating on training scores")
+        scores, labels = detector.score(train_split.segments), None
+    calibrator = fit_calibrator(config.calibration, scores, labels)
+    ModelBundle.save_calibrator(calibrator, run.bundle)
+    profile = monitoring.ReferenceProfile.build(
+        list(ModelBundle.load_scaler(run.bundle).features),
+        train_split.segments.values,
+        scores,
+        calibrator.threshold_,
+    )
+    ModelBundle.save_profile(profile, run.bundle)
+    return run_dir
+
+
+def evaluate(run_dir: str) -> str:
+    """Score the labeled test days at the calibrated threshold; write metrics and figures."""
+    run = RunDir(Path(run_dir))
+    bundle = ModelBundle.load(run.bundle, device=WORKER_DEVICE)
+    split = run.load_split("test")
+    if split.labels is None:
+        raise ValueError("test days carry no labels: evaluation needs labeled data")
+    scores = bundle.detector.score(split.segments)
+    metrics = evaluation.evaluate(split.labels, scores, bundle.threshold)
+    run.evaluation.mkdir(exist_ok=True)
+    run.metrics_file.write_text(json.dumps(metrics, indent=2))
+    title = f"{bundle.spec.name} / {bundle.detector.name}: test days, entities back to back"
+    figures = {
+        "test_scores": evaluation.plot_scores(
+            np.arange(len(scores)), scores, bundle.threshold, split.labels, title=title
+        ),
+        "pr_curve": evaluation.plot_pr_curve(split.labels, scores),
+        "score_histograms": evaluation.plot_score_histograms(
+            split.labels, scores, bundle.threshold
+        ),
+        "confusion_matrix": evaluation.plot_confusion_matrix(
+            split.labels, bundle.calibrator.predict(scores)
+        ),
+    }
+    for name, figure in figures.items():
+        figure.savefig(run.figure(name), dpi=110, bbox_inches="tight")
+    return run_dir

@@ -1,0 +1,119 @@
+"""Validation steps: a landed day checked by Great Expectations, quarantined when it fails.
+
+A passing report records the landing files' fingerprint, so later steps can tell that the data
+they read is the data that passed, and validate again only when it changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import DatasetSpec, Settings
+from pipeline.data import io
+from pipeline.data.validate import ValidationReport, validate_batch
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.json"
+
+
+class BatchRejected(RuntimeError):
+    """A day's batch failed validation; it was quarantined and nothing downstream may run."""
+
+
+def _fingerprint(directory: Path) -> str:
+    """Names, sizes and modification times of a partition's files: changes when data does."""
+    digest = hashlib.sha256()
+    for path in io.partition_files(directory):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
+    """Validate one landed day; on failure quarantine it with its report and raise.
+
+    Returns the path of the passing report, which also records the landing files' fingerprint
+    so later steps can tell the data they read is the data that passed.
+    """
+    settings = Settings.resolve(settings)
+    spec = DatasetSpec.load(dataset)
+    landing = settings.partition("landing", dataset, day)
+    try:
+        report = validate_batch(io.read_partition(landing), spec, day)
+        fingerprint = _fingerprint(landing)
+    except io.BatchReadError as exc:
+        report = ValidationReport(
+            dataset=dataset,
+            date=day,
+            success=False,
+            failures=[str(exc)],
+            n_rows=0,
+            result={},
+            warnings=[],
+        )
+        fingerprint = ""
+    if not report.success:
+        quarantine = io.quarantine_batch(
+            landing, settings.partition("quarantine", dataset, day), report.to_json()
+        )
+        failures = "\n".join(f"  - {line}" for line in report.failures)
+        raise BatchRejected(
+            f"{dataset} {day} failed validation and was quarantined to {quarantine}:\n{failures}"
+        )
+    for warning in report.warnings:
+        log.warning("%s %s: %s", dataset, day, warning)
+    record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
+    target = report_path(settings, dataset, day)
+    with io.exclusive_partition(target.parent):
+        return str(io.write_text_atomic(json.dumps(record, indent=2), target))
+
+
+def validate_days(
+    dataset: str, dates: list[dt.date], settings: Settings | None = None
+) -> list[str]:
+    """Validate several days; every failing day is quarantined before the step fails."""
+    reports, rejected = [], []
+    for day in dates:
+        try:
+            reports.append(validate(dataset, day, settings))
+        except BatchRejected as exc:
+            rejected.append(str(exc))
+    if rejected:
+        raise BatchRejected("\n".join(rejected))
+    return reports
+
+
+def report_path(settings: Settings, dataset: str, day: dt.date) -> Path:
+    """Where the passing validation report of a day lives."""
+    return settings.partition("validation", dataset, day) / REPORT_FILE
+
+
+def is_validated(settings: Settings, dataset: str, day: dt.date) -> bool:
+    """True when a passing report exists for exactly the files now in the landing partition."""
+    report = report_path(settings, dataset, day)
+    landing = settings.partition("landing", dataset, day)
+    if not report.is_file() or not landing.is_dir():
+        return False
+    try:
+        return json.loads(report.read_text())["fingerprint"] == _fingerprint(landing)
+    except (io.BatchReadError, KeyError, json.JSONDecodeError):
+        return False
+
+
+def validated_landing(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path:
+    """The landing partition of a day, validated first unless its files already passed."""
+    if not is_validated(settings, spec.name, day):
+        validate(spec.name, day, settings)
+    return settings.partition("landing", spec.name, day)
+
+
+def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
+    """A validated day as a canonical frame (validating it first if it was not)."""
+    return io.to_canonical(io.read_partition(validated_landing(settings, spec, day)), spec)
