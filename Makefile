@@ -28,6 +28,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Known vulnerabilities in the pinned set: a finding or an unchecked pin fails; a runner with no
 # route to the vulnerability service says that no audit took place (see .ci/audit.py).

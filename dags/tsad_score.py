@@ -56,6 +56,7 @@ def tsad_score():
         from pipeline import steps
         from pipeline.config import parse_date
 
+        assert params is not None  # Airflow passes every run its Params
         day = partition_date(params, data_interval_start)
         try:
             steps.validate(params["dataset"], parse_date(day))
@@ -68,6 +69,7 @@ def tsad_score():
         from pipeline import steps
         from pipeline.config import parse_date
 
+        assert params is not None  # Airflow passes every run its Params
         return steps.score(params["dataset"], parse_date(day))
 
     @task(outlets=[DRIFT], **IO_RETRIES)

@@ -126,7 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tsad {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
+    _add_model_commands(commands)
+    _add_tool_commands(commands)
+    return parser
 
+
+Commands = argparse._SubParsersAction  # what add_subparsers returns; argparse names it privately
+
+
+def _add_data_commands(commands: Commands) -> None:
+    """Commands on daily partitions: write demo days, validate one, score one."""
     generate = commands.add_parser("generate", help="write the synthetic vital-signs demo data")
     generate.add_argument("--start", default="2026-01-01")
     generate.add_argument("--days", type=int, default=9)
@@ -144,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--date", required=True, help="YYYY-MM-DD")
         command.set_defaults(handler=handler)
 
+
+def _add_model_commands(commands: Commands) -> None:
+    """Commands that make and govern models: train one, promote one."""
     train = commands.add_parser("train", help="validate, train, calibrate, evaluate, register")
     train.add_argument("--run-config", dest="run_config", default="vitals")
     train.add_argument("--dataset")
@@ -166,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     promote.set_defaults(handler=cmd_promote)
 
+
+def _add_tool_commands(commands: Commands) -> None:
+    """The demo, the benchmark, the detector list and the Airflow environment."""
     demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")
     demo.add_argument("--epochs", type=int, default=None)
     demo.set_defaults(handler=cmd_demo)
@@ -187,7 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = commands.add_parser("airflow-env", help="print the Airflow environment as exports")
     env.set_defaults(handler=cmd_airflow_env)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pipeline import monitoring
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
 from pipeline.data import io
 from pipeline.report import DailyReport, entity_alarms, plotted_entities, rank_entities, render
-from pipeline.scoring import ModelBundle
+from pipeline.scoring import ModelBundle, PartitionScores
 
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
@@ -56,6 +56,37 @@ def _plotted_scores(target: Path, plotted: list[str]) -> pd.DataFrame:
     return pd.read_parquet(target, filters=[(ENTITY, "in", plotted)])
 
 
+class _DayObserver:
+    """What a day's chunks add up to as they stream by: drift counts and each entity's alarms."""
+
+    def __init__(self, bundle: ModelBundle, spec: DatasetSpec) -> None:
+        self._bundle, self._spec = bundle, spec
+        self._drift = (
+            None if bundle.profile is None else monitoring.DriftAccumulator(bundle.profile)
+        )
+        self._alarms_by_entity: list[pd.DataFrame] = []
+
+    def __call__(self, own: pd.DataFrame, scores: pd.DataFrame) -> None:
+        """Add one chunk: its canonical rows as landed and their scores."""
+        self._alarms_by_entity.append(entity_alarms(scores, self._spec.step))
+        if self._drift is not None:
+            self._drift.add(
+                self._bundle.scaler.transform(own[self._spec.feature_names].to_numpy()),
+                scores["score"].to_numpy(),
+                self._bundle.threshold,
+            )
+
+    def drift(self) -> monitoring.DriftReport | None:
+        """The day's drift verdict; None for a model without a reference profile."""
+        if self._drift is None:
+            return None
+        return self._drift.report(self._spec.monitoring.drift_level)
+
+    def ranking(self) -> pd.DataFrame:
+        """Entities ranked by their alarms over the whole day."""
+        return rank_entities(pd.concat(self._alarms_by_entity, ignore_index=True))
+
+
 def score_landed(
     bundle: ModelBundle,
     spec: DatasetSpec,
@@ -73,18 +104,7 @@ def score_landed(
     plotted entities, so memory does not grow with the day. The caller holds the partition's
     lock; each file is written atomically, the summary last.
     """
-    day_drift = None if bundle.profile is None else monitoring.DriftAccumulator(bundle.profile)
-    alarms_by_entity: list[pd.DataFrame] = []
-
-    def observe(own: pd.DataFrame, scores: pd.DataFrame) -> None:
-        alarms_by_entity.append(entity_alarms(scores, spec.step))
-        if day_drift is not None:
-            day_drift.add(
-                bundle.scaler.transform(own[spec.feature_names].to_numpy()),
-                scores["score"].to_numpy(),
-                bundle.threshold,
-            )
-
+    observe = _DayObserver(bundle, spec)
     target = out / SCORES_FILE
     totals = bundle.score_partition(
         landing,
@@ -95,8 +115,8 @@ def score_landed(
         observe=observe,
         day_start=pd.Timestamp(day, tz="UTC"),
     )
-    drift = None if day_drift is None else day_drift.report(spec.monitoring.drift_level)
-    ranking = rank_entities(pd.concat(alarms_by_entity, ignore_index=True))
+    drift = observe.drift()
+    ranking = observe.ranking()
     plotted = plotted_entities(ranking, spec.monitoring.report_entities)
     report = DailyReport(
         dataset=spec.name,
@@ -116,10 +136,7 @@ def score_landed(
     summary = {
         "dataset": spec.name,
         "date": day.isoformat(),
-        "rows": totals.rows,
-        "entities": totals.entities,
-        "anomalies": totals.anomalies,
-        "anomaly_rate": totals.anomalies / totals.rows,
+        **_counts(totals),
         "threshold": bundle.threshold,
         "model_name": model_name,
         "model_version": model_version,
@@ -128,3 +145,13 @@ def score_landed(
     }
     io.write_text_atomic(json.dumps(summary, indent=2), out / SUMMARY_FILE)
     return summary
+
+
+def _counts(totals: PartitionScores) -> dict[str, float]:
+    """The summary's row, entity and alarm counts of a scored day."""
+    return {
+        "rows": totals.rows,
+        "entities": totals.entities,
+        "anomalies": totals.anomalies,
+        "anomaly_rate": totals.anomalies / totals.rows,
+    }

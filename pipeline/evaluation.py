@@ -39,7 +39,7 @@ def _check_pair(labels: npt.ArrayLike, predictions: npt.ArrayLike) -> tuple[np.n
 
 
 def _is_single_class(labels: np.ndarray) -> bool:
-    return labels.all() or not labels.any()
+    return bool(labels.all() or not labels.any())
 
 
 def segments(labels: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -375,7 +375,7 @@ def plot_score_histograms(labels: npt.ArrayLike, scores: npt.ArrayLike, threshol
     """Score distributions of normal and anomalous points on shared bins, log counts."""
     true = check_labels(labels)
     score = check_scores(scores, len(true))
-    bins = np.histogram_bin_edges(score, bins=60)
+    bins = np.histogram_bin_edges(score, bins=60).tolist()
     fig = _figure(7.0, 4.5)
     ax = fig.add_subplot()
     ax.hist(score[~true], bins=bins, alpha=0.6, color="tab:blue", label="normal")

@@ -7,13 +7,14 @@ object.
 
 from pathlib import Path
 
-import mlflow
 import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 from pipeline.scoring import WORKER_DEVICE, ModelBundle
 
 
-class TsadModel(mlflow.pyfunc.PythonModel):
+class TsadModel(PythonModel):
     """Scores a canonical frame (``timestamp``, ``entity``, features) row by row."""
 
     def load_context(self, context) -> None:
@@ -23,4 +24,4 @@ class TsadModel(mlflow.pyfunc.PythonModel):
         return self.bundle.score_frame(pd.DataFrame(model_input))
 
 
-mlflow.models.set_model(TsadModel())
+set_model(TsadModel())

@@ -177,7 +177,7 @@ def _alarm_spans(times: np.ndarray, alarms: np.ndarray, ax: Axes) -> PolyCollect
     corners = [(left, bottom), (left, top), (right, top), (right, bottom)]
     bands = np.stack([np.column_stack(corner) for corner in corners], axis=1)
     return PolyCollection(
-        bands, transform=ax.get_xaxis_transform(), facecolor="tab:red", alpha=0.12, lw=0
+        list(bands), transform=ax.get_xaxis_transform(), facecolor="tab:red", alpha=0.12, lw=0
     )
 
 

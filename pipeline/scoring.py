@@ -16,9 +16,10 @@ import contextlib
 import datetime as dt
 import json
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -103,14 +104,44 @@ def scores_schema(constants: Iterable[str]) -> pa.Schema:
     )
 
 
+def _score_then_finish(
+    chunks: Iterable[pd.DataFrame],
+    score: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame],
+    finish: Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame], None],
+) -> None:
+    """Score each regrouped chunk while the one before it finishes on a worker thread.
+
+    A chunk's rows split into its own (partition 0) and context (partition 1) rows; both
+    stages take the chunks in order, and each chunk finishes before the next one may.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsad-finish") as finisher:
+        finishing: Future[None] | None = None
+        for rows in chunks:
+            own = rows[rows[io.PARTITION] == 0]
+            earlier = rows[rows[io.PARTITION] == 1]
+            scores = score(own, earlier)
+            if finishing is not None:
+                finishing.result()
+            finishing = finisher.submit(finish, own, earlier, scores)
+        if finishing is not None:
+            finishing.result()
+
+
 @dataclass
 class PartitionScores:
     """Counts of a day scored by :meth:`ModelBundle.score_partition`."""
 
     rows: int
     entities: int
-    anomalies: int
-    flagged_rows: dict[str, int]
+    anomalies: int = 0
+    flagged_rows: dict[str, int] = field(default_factory=dict)
+
+    def add(self, scores: pd.DataFrame) -> None:
+        """Count one flagged chunk of score rows in (flag names stay in sorted order)."""
+        self.rows += len(scores)
+        self.anomalies += int(scores["is_anomaly"].sum())
+        counted = Counter(self.flagged_rows) + Counter(flags.counts(scores[flags.FLAGS]))
+        self.flagged_rows = dict(sorted(counted.items()))
 
 
 class ModelMismatchError(ValueError):
@@ -255,7 +286,7 @@ class ModelBundle:
             ([day], [None]) if context is None else ([day, context], [None, context_since])
         )
         # Every entity comes from the day's own rows, so each one scores at least one row.
-        totals = PartitionScores(rows=0, entities=len(entities), anomalies=0, flagged_rows={})
+        totals = PartitionScores(rows=0, entities=len(entities))
 
         def finish(own: pd.DataFrame, earlier: pd.DataFrame, scores: pd.DataFrame) -> None:
             notes = flags.row_flags(own, earlier, self.entities, spec.step, self.window)
@@ -263,32 +294,18 @@ class ModelBundle:
             append(scores)
             if observe is not None:
                 observe(own, scores)
-            totals.rows += len(scores)
-            totals.anomalies += int(scores["is_anomaly"].sum())
-            for name, count in flags.counts(scores[flags.FLAGS]).items():
-                totals.flagged_rows[name] = totals.flagged_rows.get(name, 0) + count
+            totals.add(scores)
 
         # Three stages overlap: the next chunk is read, this one scored, the last one flagged
         # and written; each stage runs its chunks in order, so the file is as a serial run's.
         with (
             tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
             io.parquet_writer_atomic(target, scores_schema(constants)) as append,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsad-finish") as finisher,
             contextlib.closing(
                 read_ahead(io.regroup_by_entity(sources, spec, chunks, Path(spill), since))
             ) as regrouped,
         ):
-            finishing: Future[None] | None = None
-            for rows in regrouped:
-                own = rows[rows[io.PARTITION] == 0]
-                earlier = rows[rows[io.PARTITION] == 1]
-                scores = self._score_entities(own, earlier)
-                if finishing is not None:
-                    finishing.result()
-                finishing = finisher.submit(finish, own, earlier, scores)
-            if finishing is not None:
-                finishing.result()
-        totals.flagged_rows = dict(sorted(totals.flagged_rows.items()))
+            _score_then_finish(regrouped, self._score_entities, finish)
         return totals
 
     def _score_entities(self, own: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:

@@ -116,8 +116,11 @@ def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
 def model_signature(spec: DatasetSpec) -> ModelSignature:
     """Input: the canonical frame; output: one score row per input row (alarms explained)."""
     inputs = Schema(
-        [ColSpec("datetime", TIMESTAMP), ColSpec("string", ENTITY)]
-        + [ColSpec("double", name) for name in spec.feature_names]
+        [
+            ColSpec("datetime", TIMESTAMP),
+            ColSpec("string", ENTITY),
+            *(ColSpec("double", name) for name in spec.feature_names),
+        ]
     )
     outputs = Schema(
         [
@@ -240,6 +243,8 @@ def _load(name: str, version: ModelVersion) -> LoadedModel:
             lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
             f"loading {name} version {version.version}",
         )
+    if version.run_id is None:
+        raise ModelNotFoundError(f"{name} version {version.version} was not logged from a run")
     return LoadedModel(
         name, str(version.version), version.run_id, model.unwrap_python_model().bundle
     )

@@ -267,7 +267,7 @@ def _raised(outcome: dict) -> list[str]:
     return [entry["exception_message"] for entry in entries if entry.get("exception_message")]
 
 
-def _describe(outcome: dict, day: dt.date) -> str:
+def _describe(outcome: dict, day: dt.date) -> str:  # noqa: C901 (one case per expectation type)
     """A failure line naming the column and what was wrong with it."""
     config, result = outcome["expectation_config"], outcome["result"]
     kind, kwargs = config["type"], config["kwargs"]

@@ -155,6 +155,9 @@ class AnomalyTransformerLayer(nn.Module):
 class AnomalyTransformerModel(nn.Module):
     """Embedding, stacked anomaly-attention layers, linear reconstruction head."""
 
+    squared_distances: torch.Tensor  # buffers: step distances for the prior, positions
+    positions: torch.Tensor
+
     def __init__(self, n_features: int, window: int, config: AnomalyTransformerConfig) -> None:
         super().__init__()
         self.embed = nn.Linear(n_features, config.d_model)
@@ -247,6 +250,7 @@ class AnomalyTransformer(TorchDetector):
 
     name = "anomaly_transformer"
     Config = AnomalyTransformerConfig
+    config: AnomalyTransformerConfig
 
     def build_module(self, n_features: int) -> nn.Module:
         return AnomalyTransformerModel(n_features, self.config.window, self.config)

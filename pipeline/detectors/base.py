@@ -32,6 +32,8 @@ class Detector(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[DetectorConfig]]
+    config: DetectorConfig
+    n_features_: int  # set by fit or load; absent until then
     # Whether :meth:`score` is the mean over features of :meth:`score_features`: then one
     # per-feature pass gives both, and :meth:`explained_scores` runs only that pass.
     score_is_feature_mean: ClassVar[bool] = False

@@ -80,6 +80,7 @@ class ClassicalDetector(Detector):
     """
 
     Config: ClassVar[type[ClassicalConfig]] = ClassicalConfig
+    config: ClassicalConfig
     Model: ClassVar[type[ArrayModel]]
 
     @abstractmethod
@@ -174,6 +175,8 @@ class PCA(ClassicalDetector):
 
     name = "pca"
     Config = PCAConfig
+    config: PCAConfig
+    model_: PCAModel
     Model = PCAModel
     score_is_feature_mean = True  # the score is the feature mean of the squared residuals
 
@@ -275,6 +278,8 @@ class IForest(ClassicalDetector):
 
     name = "iforest"
     Config = IForestConfig
+    config: IForestConfig
+    model_: IsolationForestModel
     Model = IsolationForestModel
 
     def _fit_model(self, rows: np.ndarray) -> IsolationForestModel:
@@ -324,6 +329,8 @@ class OCSVM(ClassicalDetector):
 
     name = "ocsvm"
     Config = OCSVMConfig
+    config: OCSVMConfig
+    model_: OneClassSVMModel
     Model = OneClassSVMModel
 
     def _fit_model(self, rows: np.ndarray) -> OneClassSVMModel:

@@ -57,6 +57,7 @@ class DenseAE(TorchDetector):
 
     name = "dense_ae"
     Config = DenseAEConfig
+    config: DenseAEConfig
 
     def build_module(self, n_features: int) -> nn.Module:
         return DenseAutoencoder(n_features, self.config.window, self.config)

@@ -53,6 +53,7 @@ class LSTMAE(TorchDetector):
 
     name = "lstm_ae"
     Config = LSTMConfig
+    config: LSTMConfig
 
     def build_module(self, n_features: int) -> nn.Module:
         return LSTMAutoencoder(n_features, self.config)
@@ -106,6 +107,7 @@ class LSTMForecast(TorchDetector):
 
     name = "lstm_forecast"
     Config = LSTMForecastConfig
+    config: LSTMForecastConfig
 
     def build_module(self, n_features: int) -> nn.Module:
         return LSTMForecaster(n_features, self.config)

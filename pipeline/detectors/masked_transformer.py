@@ -20,6 +20,8 @@ is its restoration error averaged over the windows that cover it.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -59,7 +61,10 @@ class MaskedTransformerEncoder(TransformerAutoencoder):
         masks = partition_masks(window, config.score_masks, config.seed)
         self.register_buffer("score_masks", masks, persistent=False)
 
-    def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    score_masks: torch.Tensor  # a buffer: the fixed masks every step is restored under once
+
+    # The mask is the task: this model is never called as a plain reconstruction encoder.
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """Restore (batch, window, features) where ``mask`` (batch or 1, window) is True."""
         tokens = torch.where(mask[..., None], self.mask_token, self.embed(windows))
         return self.head(self.encoder(tokens + self.positions[: windows.shape[1]]))
@@ -78,6 +83,7 @@ class MaskedTransformer(TorchDetector):
 
     name = "masked_transformer"
     Config = MaskedTransformerConfig
+    config: MaskedTransformerConfig
 
     def mask_ratio(self, epoch: int) -> float:
         """Linear curriculum from the start ratio (first epoch) to the end ratio (last epoch)."""
@@ -98,10 +104,10 @@ class MaskedTransformer(TorchDetector):
         training task gets harder every epoch.
         """
         if not module.training:
-            return module.masked_feature_errors(windows).mean()
+            return cast(MaskedTransformerEncoder, module).masked_feature_errors(windows).mean()
         mask = torch.rand(windows.shape[:2], device=windows.device) < self._mask_ratio
         step_error = (module(windows, mask).float() - windows).pow(2).mean(dim=-1)
         return (step_error * mask).sum() / mask.sum().clamp_min(1)
 
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        return module.masked_feature_errors(windows)
+        return cast(MaskedTransformerEncoder, module).masked_feature_errors(windows)

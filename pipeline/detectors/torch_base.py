@@ -64,6 +64,7 @@ class TorchDetector(Detector):
     """Base of detectors that learn from windows with a torch module."""
 
     Config = TorchDetectorConfig
+    config: TorchDetectorConfig
     # The default :meth:`window_errors` is the feature mean of :meth:`window_feature_errors`;
     # a subclass that overrides it with another score sets this False.
     score_is_feature_mean: ClassVar[bool] = True

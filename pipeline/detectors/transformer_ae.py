@@ -45,6 +45,8 @@ class TransformerAEConfig(TorchDetectorConfig):
 class TransformerAutoencoder(nn.Module):
     """Linear embedding, positional encoding, Transformer encoder, linear head."""
 
+    positions: torch.Tensor  # a buffer: sinusoidal encodings of the window's steps
+
     def __init__(self, n_features: int, window: int, config: TransformerAEConfig) -> None:
         super().__init__()
         self.embed = nn.Linear(n_features, config.d_model)
@@ -69,6 +71,7 @@ class TransformerAE(TorchDetector):
 
     name = "transformer_ae"
     Config = TransformerAEConfig
+    config: TransformerAEConfig
 
     def build_module(self, n_features: int) -> nn.Module:
         return TransformerAutoencoder(n_features, self.config.window, self.config)

@@ -19,6 +19,7 @@ save/load round trip.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from pydantic import Field
@@ -54,9 +55,11 @@ class VariationalAutoencoder(nn.Module):
         )
         self.register_buffer("fixed_draws", draws, persistent=False)
 
+    fixed_draws: torch.Tensor  # a buffer: the scoring draws, fixed by the seed
+
     def forward(
         self, windows: torch.Tensor, draws: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-value negative log-likelihood and the KL term.
 
         ``draws`` are standard-normal latent noise, shape (samples, batch or 1, latent).
@@ -91,6 +94,7 @@ class VAE(TorchDetector):
 
     name = "vae"
     Config = VAEConfig
+    config: VAEConfig
     score_is_feature_mean = False  # the score is a likelihood, its attribution an error
 
     def build_module(self, n_features: int) -> nn.Module:
@@ -104,14 +108,14 @@ class VAE(TorchDetector):
         if module.training:
             draws = torch.randn(1, len(windows), self.config.latent_size, device=windows.device)
         else:
-            draws = module.fixed_draws[:, None, :]
+            draws = _fixed_draws(module)
         nll, kl = module(windows, draws)
         per_window = nll.mean(dim=0).sum(dim=(1, 2)) + self.config.beta * kl
         return per_window.mean() / windows[0].numel()
 
     def window_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """Per-step reconstruction probability: the decoder NLL summed over features (no mean)."""
-        nll, _ = module(windows, module.fixed_draws[:, None, :])
+        nll, _ = module(windows, _fixed_draws(module))
         return nll.mean(dim=0).sum(dim=-1)
 
     def window_feature_errors(self, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
@@ -121,4 +125,11 @@ class VAE(TorchDetector):
         noisiest features first whatever happened, and on SMD it matched the interpretation
         labels far worse (machine-1-6, HitRate@100%: 0.39 against 0.70).
         """
-        return module.reconstruction_errors(windows, module.fixed_draws[:, None, :])
+        return cast(VariationalAutoencoder, module).reconstruction_errors(
+            windows, _fixed_draws(module)
+        )
+
+
+def _fixed_draws(module: nn.Module) -> torch.Tensor:
+    """The scoring draws of a VAE module, shaped (samples, 1, latent) to broadcast on a batch."""
+    return cast(VariationalAutoencoder, module).fixed_draws[:, None, :]

@@ -18,7 +18,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -95,7 +95,7 @@ class RunDir:
 
     def save_split(self, split: Split, segments: Segments, frame: pd.DataFrame) -> None:
         """Store ``segments`` with the timestamps (and labels) of ``frame``'s rows, in order."""
-        arrays = {
+        arrays: dict[str, Any] = {
             "values": segments.values,
             "bounds": segments.bounds,
             "timestamps": timestamps_ns(frame[TIMESTAMP]),

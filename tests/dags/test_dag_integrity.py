@@ -45,6 +45,13 @@ def test_detector_param_offers_every_registered_detector(dagbag):
     assert set(enum) - {None} == set(DETECTORS)
 
 
+def test_calibration_param_offers_every_registered_calibrator(dagbag):
+    from pipeline.calibration import CALIBRATORS
+
+    enum = dagbag.dags["tsad_train"].params.get_param("calibration").schema["enum"]
+    assert set(enum) - {None} == set(CALIBRATORS)
+
+
 def test_schedules_and_params(dagbag):
     train, score = dagbag.dags["tsad_train"], dagbag.dags["tsad_score"]
     assert {"dataset", "detector", "epochs", "window", "calibration"} <= set(train.params)
