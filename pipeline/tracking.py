@@ -4,23 +4,30 @@ The production model is the registered model's ``@production`` alias (registry s
 deprecated); a new version arrives as ``@challenger`` and is promoted by the gate of
 :mod:`pipeline.promotion` or by hand. The model is logged as a pyfunc *from code*
 (``pipeline/packaged_model.py``) around a bundle of plain files, so loading it never unpickles an
-object.
+object; it carries the ``pipeline`` package and pins only scoring's requirements
+(:mod:`pipeline.model_package`), so serving it never asks a package index for this project.
+
+Lineage is recorded the MLflow 3 way: the training, validation and test splits are the run's
+dataset inputs, the per-epoch losses are step metrics, the evaluation metrics are linked to the
+logged model, and each promotion decision is a run of its own that the version's tags point to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
+import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import LoggedModelInput, Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -28,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 
-import pipeline
+from pipeline import model_package
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec, Settings
 from pipeline.scoring import ModelBundle
 
@@ -92,19 +99,6 @@ def _is_refused(exc: MlflowException) -> bool:
     return exc.error_code in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
 
 
-@contextlib.contextmanager
-def quiet_mlflow_hints() -> Iterator[None]:
-    """Silence MLflow's advice to add type hints and an input example.
-
-    The model's schema is its explicit signature; type-hint validation would re-check every
-    frame, and an input example would make MLflow load and run the model while logging it.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
-        yield
-
-
 def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -114,10 +108,14 @@ def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
 
 
 def model_signature(spec: DatasetSpec) -> ModelSignature:
-    """Input: the canonical frame; output: one score row per input row (alarms explained)."""
+    """Input: the canonical frame; output: one score row per input row (alarms explained).
+
+    The input timestamp is an ISO 8601 string: MLflow's ``datetime`` type accepts only naive
+    times, and a request's times carry their UTC offset (the model parses them).
+    """
     inputs = Schema(
         [
-            ColSpec("datetime", TIMESTAMP),
+            ColSpec("string", TIMESTAMP),
             ColSpec("string", ENTITY),
             *(ColSpec("double", name) for name in spec.feature_names),
         ]
@@ -143,6 +141,66 @@ class RegisteredVersion:
     run_id: str
 
 
+@dataclass(frozen=True)
+class DataSplit:
+    """One prepared split of a training run (``values``, optional ``labels`` in an ``.npz``).
+
+    ``context`` is MLflow's name for its role (training, validation, testing); ``days`` the
+    landed days it was read from, as ``first..last``.
+    """
+
+    context: str
+    path: Path
+    days: str
+
+
+def _log_split(dataset: str, split: DataSplit) -> mlflow.data.Dataset:
+    """Log a split as a dataset input of the active run: source, digest, schema and days."""
+    with np.load(split.path) as data:
+        labels = data.get("labels")
+        logged = mlflow.data.from_numpy(
+            data["values"],
+            targets=labels,
+            source=str(split.path.resolve()),
+            name=f"{dataset}-{split.context}",
+        )
+    mlflow.log_input(logged, context=split.context, tags={"days": split.days})
+    return logged
+
+
+def _log_history(run_id: str, client: MlflowClient, history: dict) -> None:
+    """Per-epoch losses as step metrics (the run page draws the curves) and where it stopped.
+
+    ``best_epoch`` is the epoch whose weights were kept, ``stopped_epoch`` the last one run
+    (below the configured epochs when early stopping ended training).
+    """
+    now = int(time.time() * 1000)
+    curves = [
+        Metric(key, float(value), now, epoch)
+        for key in ("train_loss", "valid_loss")
+        for epoch, value in enumerate(history.get(key, []), start=1)
+        if math.isfinite(value)
+    ]
+    ends = {"best_epoch": history["best_epoch"], "stopped_epoch": len(history["train_loss"])}
+    points = [Metric(key, float(value), now, 0) for key, value in ends.items()]
+    client.log_batch(run_id, metrics=curves + points)
+
+
+def _log_model(bundle_dir: Path, example_start: pd.Timestamp) -> mlflow.models.model.ModelInfo:
+    """The pyfunc model with its code, pinned scoring requirements and an example request."""
+    bundle = ModelBundle.load(bundle_dir)
+    with tempfile.TemporaryDirectory(prefix="tsad-code-") as staging:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PACKAGED_MODEL),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(model_package.stage_code(Path(staging)))],
+            signature=model_signature(bundle.spec),
+            input_example=model_package.example_frame(bundle, example_start),
+            pip_requirements=model_package.scoring_requirements(),
+        )
+
+
 def register_training_run(
     settings: Settings,
     dataset: str,
@@ -151,27 +209,33 @@ def register_training_run(
     metrics: dict[str, float],
     tags: dict[str, str],
     artifacts: list[Path],
+    splits: Sequence[DataSplit],
+    history: dict | None,
+    example_start: pd.Timestamp,
 ) -> RegisteredVersion:
-    """Log one training run (params, metrics, files, pyfunc model) and register a challenger."""
+    """Log one training run and register its model as the ``@challenger`` version.
+
+    The evaluation ``metrics`` (measured on the ``testing`` split) are linked to the logged
+    model and its test dataset, and kept as ``metric.*`` tags on the version for the demo and
+    scripts that read them. ``artifacts`` may be files or folders (logged under their name).
+    """
     client = connect(settings)
     name = settings.model_name(dataset)
     experiment_id = _experiment_id(client, settings, f"{name}-training")
-    bundle = ModelBundle.load(bundle_dir)
     finite = {key: value for key, value in metrics.items() if math.isfinite(value)}
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
-        mlflow.log_metrics(finite)
         mlflow.set_tags(tags)
+        logged = {split.context: _log_split(dataset, split) for split in splits}
+        if history:
+            _log_history(run.info.run_id, client, history)
         for path in artifacts:
-            mlflow.log_artifact(str(path))
-        with quiet_mlflow_hints():
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PACKAGED_MODEL),
-                artifacts={"bundle": str(bundle_dir)},
-                signature=model_signature(bundle.spec),
-                pip_requirements=[f"tsad=={pipeline.__version__}"],
-            )
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=path.name)
+            else:
+                mlflow.log_artifact(str(path))
+        info = _log_model(bundle_dir, example_start)
+        mlflow.log_metrics(finite, model_id=info.model_id, dataset=logged.get("testing"))
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.update_registered_model(
         name, description=f"tsad anomaly detector for dataset {dataset!r}"
@@ -238,11 +302,10 @@ def load_version(settings: Settings, dataset: str, version: str) -> LoadedModel:
 
 def _load(name: str, version: ModelVersion) -> LoadedModel:
     """Load a resolved version's bundle, retried when the registry is unreachable."""
-    with quiet_mlflow_hints():
-        model = with_retries(
-            lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
-            f"loading {name} version {version.version}",
-        )
+    model = with_retries(
+        lambda: mlflow.pyfunc.load_model(f"models:/{name}/{version.version}"),
+        f"loading {name} version {version.version}",
+    )
     if version.run_id is None:
         raise ModelNotFoundError(f"{name} version {version.version} was not logged from a run")
     return LoadedModel(
@@ -291,6 +354,36 @@ def record_promotion(
         client.set_model_version_tag(name, version, key, value)
     if promote:
         client.set_registered_model_alias(name, PRODUCTION, version)
+
+
+def log_gate_run(
+    settings: Settings,
+    dataset: str,
+    challenger: str,
+    production: str | None,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> str:
+    """Record one promotion decision as a run of its own; returns its id.
+
+    Its metrics are both models' numbers on the same labeled days, its tags the decision and
+    its reason, its inputs the two logged models compared. The challenger version's
+    ``gate.run_id`` tag points here, so the registry page leads to the comparison.
+    """
+    client = connect(settings)
+    name = settings.model_name(dataset)
+    experiment_id = _experiment_id(client, settings, f"{name}-promotion")
+    compared = [version for version in (challenger, production) if version is not None]
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{name} version {challenger} gate"
+    ) as run:
+        mlflow.set_tags(
+            tags | {"challenger_version": challenger, "production_version": production or "none"}
+        )
+        mlflow.log_metrics({key: value for key, value in metrics.items() if math.isfinite(value)})
+        models = [client.get_model_version(name, version).model_id for version in compared]
+        client.log_inputs(run.info.run_id, models=[LoggedModelInput(m) for m in models if m])
+    return run.info.run_id
 
 
 def log_scoring_run(

@@ -8,7 +8,6 @@ challenger run's labeled test days; a person can instead promote any version by 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,12 +44,20 @@ class PromotionResult:
         return asdict(self)
 
 
-def _data_digest(run: RunDir) -> str:
-    values, timestamps = run.training_values()
-    digest = hashlib.sha256()
-    digest.update(values.tobytes())
-    digest.update(timestamps.tobytes())
-    return digest.hexdigest()[:16]
+def _lineage(run: RunDir, config: RunConfig) -> tuple[list, dict | None]:
+    """The run's prepared splits as MLflow datasets, and its loss history when it has one."""
+    from pipeline import tracking
+
+    splits = [
+        tracking.DataSplit(context, run.prepared(split), f"{days.start}..{days.end}")
+        for context, split, days in (
+            ("training", "train", config.train),
+            ("validation", "validation", config.validation),
+            ("testing", "test", config.test),
+        )
+    ]
+    history = run.history_file
+    return splits, json.loads(history.read_text()) if history.is_file() else None
 
 
 def register(run_dir: str, settings: Settings | None = None) -> dict:
@@ -68,7 +75,6 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
         "window": str(config.window),
         "threshold": f"{calibrator.threshold_:.6g}",
         "calibration_method": calibrator.method,
-        "data_digest": _data_digest(run),
         "run_dir": str(run.path),
     }
     params = config.model_dump(mode="json", exclude={"detector_params"})
@@ -77,6 +83,7 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
     run.validation_reports.write_text(
         json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
     )
+    splits, history = _lineage(run, config)
     version = tracking.register_training_run(
         settings,
         config.dataset,
@@ -90,6 +97,9 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
             run.bundle / ModelBundle.CALIBRATION_FILE,
             run.validation_reports,
         ],
+        splits=splits,
+        history=history,
+        example_start=pd.Timestamp(config.test.start, tz="UTC"),
     )
     return {"name": version.name, "version": version.version, "run_id": version.run_id}
 
@@ -147,6 +157,15 @@ def promote_challenger(
         metric or config.promotion_metric,
     )
     tags = verdict.tags() | {"gate.test_days": f"{config.test.start}..{config.test.end}"}
+    measured = {"challenger": verdict.challenger, "production": verdict.production}
+    tags["gate.run_id"] = tracking.log_gate_run(
+        settings,
+        dataset,
+        challenger.version,
+        previous,
+        {f"{who}.{verdict.metric}": value for who, value in measured.items() if value is not None},
+        tags,
+    )
     tracking.record_promotion(settings, dataset, challenger.version, tags, verdict.promote)
     return PromotionResult(
         promoted=verdict.promote,

@@ -6,6 +6,7 @@ file under it is named here::
     run.json                  the run configuration
     prepared/<split>.npz      scaled, segmented train/validation/test rows
     checkpoints/              the trainer's checkpoints (resume after a crash)
+    history.json              per-epoch losses of a torch detector (the run's loss curves)
     bundle/                   the model (its own files are named by ModelBundle)
     evaluation/               metrics.json and the figures
     validation_reports.json   the passing validation reports of every day read
@@ -70,6 +71,10 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def history_file(self) -> Path:
+        return self.path / "history.json"
+
+    @property
     def evaluation(self) -> Path:
         return self.path / "evaluation"
 
@@ -109,8 +114,3 @@ class RunDir:
             labels = data.get("labels")
             timestamps = data["timestamps"].astype("datetime64[ns]")
             return PreparedSplit(Segments(data["values"], data["bounds"]), timestamps, labels)
-
-    def training_values(self) -> tuple[np.ndarray, np.ndarray]:
-        """The prepared training values and timestamps (what the data digest is taken of)."""
-        with np.load(self.prepared("train")) as data:
-            return data["values"], data["timestamps"]

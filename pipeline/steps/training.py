@@ -6,6 +6,7 @@ its path, so the training DAG's tasks and ``tsad train`` chain them alike.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -20,6 +21,7 @@ from pipeline.calibration import fit_calibrator
 from pipeline.config import ENTITY, DatasetSpec, RunConfig, Settings
 from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
+from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import WORKER_DEVICE, ModelBundle
 from pipeline.steps.run_dir import RunDir, Split
 from pipeline.steps.validation import load_day
@@ -117,6 +119,8 @@ def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
         progress=progress,
     )
     ModelBundle.save_detector(detector, run.bundle)
+    if isinstance(detector, TorchDetector):
+        run.history_file.write_text(json.dumps(dataclasses.asdict(detector.history_), indent=2))
     return run_dir
 
 
