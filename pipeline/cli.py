@@ -1,7 +1,8 @@
 """The ``tsad`` command line: every command calls one step of ``pipeline.steps``.
 
 Failures end with a non-zero exit and one paragraph saying what went wrong, not a traceback
-(``TSAD_DEBUG=1`` shows the traceback).
+(``TSAD_DEBUG=1`` shows the traceback). A successful command prints its result and the
+product's own warnings only; ``-v`` brings back the libraries' logs and warnings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,33 @@ from collections.abc import Sequence
 from pipeline import __version__
 from pipeline.choices import CALIBRATION_METHODS, DEVICES, PROMOTION_METRICS
 from pipeline.config import parse_date
+
+
+class _ProductOrErrors(logging.Filter):
+    """Lets through the product's warnings and anyone's errors: what a user must act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] == "pipeline" or record.levelno >= logging.ERROR
+
+
+def configure_output(verbose: bool) -> None:
+    """Quiet by default: no library INFO lines, progress bars or advice on stderr.
+
+    Great Expectations logs through the root logger (filtered here); MLflow configures loggers
+    of its own when imported, so it is quieted through its environment variables, before any
+    step imports it. Python warnings become log records so that the same filter applies.
+    """
+    logging.captureWarnings(True)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        # Hundreds of lines about GX's own API documentation, at import time: never useful.
+        logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ProductOrErrors())
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _print(value: object) -> None:
@@ -125,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tsad", description="Time-series anomaly detection: train, register and score."
     )
     parser.add_argument("--version", action="version", version=f"tsad {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the libraries' logs and warnings (MLflow, Great Expectations)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(commands)
     _add_model_commands(commands)
@@ -207,7 +241,7 @@ def _add_tool_commands(commands: Commands) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_output(args.verbose)
     try:
         args.handler(args)
     except Exception as exc:  # the CLI's one place that turns any failure into a message

@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,11 +157,12 @@ class DataSplit:
 
 def _log_split(dataset: str, split: DataSplit) -> mlflow.data.Dataset:
     """Log a split as a dataset input of the active run: source, digest, schema and days."""
-    with np.load(split.path) as data:
-        labels = data.get("labels")
+    with np.load(split.path) as data, warnings.catch_warnings():
+        # MLflow registers its local file source twice and warns that a path is ambiguous.
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
         logged = mlflow.data.from_numpy(
             data["values"],
-            targets=labels,
+            targets=data.get("labels"),
             source=str(split.path.resolve()),
             name=f"{dataset}-{split.context}",
         )
