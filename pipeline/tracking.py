@@ -358,6 +358,17 @@ def record_promotion(
         client.set_registered_model_alias(name, PRODUCTION, version)
 
 
+def logged_model_id(version: ModelVersion) -> str | None:
+    """The id of the LoggedModel a version was registered from (its ``models:/<id>`` source).
+
+    Registries other than Databricks leave ``ModelVersion.model_id`` empty, so the source says.
+    """
+    if version.model_id:
+        return version.model_id
+    source = version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
 def log_gate_run(
     settings: Settings,
     dataset: str,
@@ -383,7 +394,7 @@ def log_gate_run(
             tags | {"challenger_version": challenger, "production_version": production or "none"}
         )
         mlflow.log_metrics({key: value for key, value in metrics.items() if math.isfinite(value)})
-        models = [client.get_model_version(name, version).model_id for version in compared]
+        models = [logged_model_id(client.get_model_version(name, v)) for v in compared]
         client.log_inputs(run.info.run_id, models=[LoggedModelInput(m) for m in models if m])
     return run.info.run_id
 
