@@ -406,12 +406,14 @@ def log_scoring_run(
     model: LoadedModel,
     summary: dict,
     artifacts: Sequence[Path] = (),
+    validation: Path | None = None,
 ) -> str:
     """Record a day's scoring as its own MLflow run.
 
     Metrics: rows, anomaly rate and every other number of ``summary`` (drift indicators come
     as a nested ``drift`` dict: the score PSI, one ``psi.<feature>`` per feature, and
-    ``drifted`` as 0/1); ``artifacts`` (the daily report) are logged as files.
+    ``drifted`` as 0/1); ``artifacts`` (the daily report) are logged as files, and the day's
+    ``validation`` folder (JSON report and Data Docs page) under ``validation/``.
     """
     client = connect(settings)
     experiment_id = _experiment_id(client, settings, f"{model.name}-scoring")
@@ -428,6 +430,8 @@ def log_scoring_run(
         mlflow.log_dict(summary, "summary.json")
         for path in artifacts:
             mlflow.log_artifact(str(path))
+        if validation is not None and validation.is_dir():
+            mlflow.log_artifacts(str(validation), artifact_path="validation")
     return run.info.run_id
 
 

@@ -8,10 +8,12 @@ tests read them through the same client API.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
 from ward import Ward, trained_ward
+from ward import day as ward_day
 
 from pipeline import tracking
 from pipeline.config import Settings
@@ -72,9 +74,20 @@ def test_evaluation_metrics_are_linked_to_the_logged_model(ward, client):
 def test_the_gate_decision_is_a_run_linked_from_the_version(ward, client):
     version = production(ward, client)
     gate = client.get_run(version.tags["gate.run_id"])
-    metric = ward.promotion["metric"]
-    assert gate.data.metrics[f"challenger.{metric}"] == pytest.approx(ward.promotion["challenger"])
+    metric = ward.promotion.metric
+    assert gate.data.metrics[f"challenger.{metric}"] == pytest.approx(ward.promotion.challenger)
     assert gate.data.tags["gate.decision"] == "promoted"
     assert gate.data.tags["challenger_version"] == str(version.version)
     compared = [model.model_id for model in gate.inputs.model_inputs]
     assert compared == [tracking.logged_model_id(version)]
+
+
+def test_each_validation_has_data_docs_beside_its_report_and_on_the_run(ward, client):
+    validation = ward.settings.partition("validation", "vitals", ward_day(0))
+    page = (validation / "report.html").read_text()
+    assert "Great Expectations" in page and "heart_rate" in page
+    assert (validation / "report.json").is_file()
+    logged = client.list_artifacts(ward.registered["run_id"], "data_docs")
+    assert [Path(item.path).name for item in logged] == [
+        f"date={ward_day(offset).isoformat()}.html" for offset in range(4)
+    ]

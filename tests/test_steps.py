@@ -164,6 +164,7 @@ def test_a_broken_day_is_quarantined_and_nothing_is_scored(ward):
     quarantine = settings.partition("quarantine", "vitals", broken)
     report = json.loads((quarantine / "validation_report.json").read_text())
     assert report["success"] is False
+    assert "spo2" in (quarantine / "validation_report.html").read_text()  # GX Data Docs
     assert (quarantine / "part-0.parquet").read_bytes() == original
     assert source.read_bytes() == original
     assert not settings.partition("scores", "vitals", broken).exists()
@@ -224,6 +225,11 @@ def test_scoring_writes_the_report_and_logs_it_with_drift_to_mlflow(ward):
     experiment = client.get_experiment_by_name("tsad-vitals-scoring")
     run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert "report.html" in {item.path for item in client.list_artifacts(run.info.run_id)}
+    validation = client.list_artifacts(run.info.run_id, "validation")
+    assert {item.path for item in validation} == {
+        "validation/report.html",
+        "validation/report.json",
+    }
     assert run.data.metrics["score_psi"] == pytest.approx(summary["drift"]["score_psi"])
     assert {f"psi.{name}" for name in FEATURES} <= set(run.data.metrics)
     assert steps.drift_status(str(path))["drifted"] == summary["drift"]["drifted"]

@@ -412,8 +412,13 @@ def replace_directory(staged: Path, target: Path) -> Path:
     return target
 
 
-def quarantine_batch(landing: Path, quarantine: Path, report_json: str) -> Path:
-    """Copy a rejected batch and its validation report to quarantine; landing stays as it is."""
+def quarantine_batch(
+    landing: Path, quarantine: Path, report_json: str, report_html: str = ""
+) -> Path:
+    """Copy a rejected batch and its validation report to quarantine; landing stays as it is.
+
+    ``report_html``, the report's Data Docs page, goes beside the JSON when there is one.
+    """
     quarantine.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=quarantine.parent, prefix=f".{quarantine.name}."))
     if landing.is_dir():
@@ -421,4 +426,6 @@ def quarantine_batch(landing: Path, quarantine: Path, report_json: str) -> Path:
             if path.is_file():
                 shutil.copy2(path, staged / path.name)
     (staged / "validation_report.json").write_text(report_json)
+    if report_html:
+        (staged / "validation_report.html").write_text(report_html)
     return replace_directory(staged, quarantine)

@@ -5,7 +5,8 @@ column, each feature's ``source or name``, the optional label) so that a broken 
 before renaming or casting could hide it. The checks form a Great Expectations suite derived from
 the :class:`~pipeline.config.DatasetSpec` alone (:func:`build_suite`); :func:`validate_batch`
 runs it in a throwaway ephemeral context and turns the GX result into one readable line per
-problem. Reading the files and quarantining a failed batch are the caller's job.
+problem, and renders GX's own Data Docs page of the result (HTML) for people to browse. Reading
+the files and quarantining a failed batch are the caller's job.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import great_expectations as gx
@@ -22,6 +23,8 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.render.renderer import ValidationResultsPageRenderer
+from great_expectations.render.view import DefaultJinjaPageView
 
 from pipeline.config import TIMESTAMP, DatasetSpec
 
@@ -52,6 +55,7 @@ class ValidationReport:
     ``failures`` holds one line per failed check, naming the column and what was wrong, so an
     operator can act without reading ``result`` (the full GX validation result, for tooling).
     ``warnings`` note oddities that do not block the batch, such as columns the spec ignores.
+    ``data_docs`` is the GX Data Docs page of the result (HTML), kept out of the JSON form.
     """
 
     dataset: str
@@ -61,10 +65,13 @@ class ValidationReport:
     n_rows: int
     result: dict[str, Any]
     warnings: list[str]
+    data_docs: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> str:
         """The report as JSON (the date as ``YYYY-MM-DD``), for the quarantine folder."""
-        return json.dumps({**asdict(self), "date": self.date.isoformat()}, indent=2)
+        record = asdict(self) | {"date": self.date.isoformat()}
+        del record["data_docs"]
+        return json.dumps(record, indent=2)
 
 
 def build_suite(spec: DatasetSpec, day: dt.date) -> gx.ExpectationSuite:
@@ -98,7 +105,7 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, day: dt.date) -> Vali
     has_label = spec.label_column is not None and spec.label_column in frame.columns
     suite = build_suite(spec if has_label else spec.model_copy(update={"label_column": None}), day)
     timestamp_problem = _timestamp_problem(frame)
-    result = _run_suite(suite, _with_utc_timestamps(frame), spec.name)
+    result, data_docs = _run_suite(suite, _with_utc_timestamps(frame), spec.name)
     failures = [timestamp_problem] if timestamp_problem else []
     failures += _infinite_values(frame, spec)
     failures += _failure_lines(
@@ -115,6 +122,7 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, day: dt.date) -> Vali
         n_rows=len(frame),
         result=result,
         warnings=warnings,
+        data_docs=data_docs,
     )
 
 
@@ -216,11 +224,14 @@ def _with_utc_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return converted
 
 
-def _run_suite(suite: gx.ExpectationSuite, frame: pd.DataFrame, dataset: str) -> dict[str, Any]:
+def _run_suite(
+    suite: gx.ExpectationSuite, frame: pd.DataFrame, dataset: str
+) -> tuple[dict[str, Any], str]:
     """Run ``suite`` on ``frame`` in a fresh ephemeral context, so no state outlives the call.
 
     Returns the JSON form of the GX result with its outcomes in suite order (GX lists the
-    checks that raised first), so reports read the same way for every batch.
+    checks that raised first), so reports read the same way for every batch, and the result's
+    Data Docs page, rendered by GX without a docs site (an ephemeral context has none to keep).
     """
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -237,7 +248,8 @@ def _run_suite(suite: gx.ExpectationSuite, frame: pd.DataFrame, dataset: str) ->
     order = {expectation.id: index for index, expectation in enumerate(stored.expectations)}
     outcomes = result.to_json_dict()
     outcomes["results"].sort(key=lambda outcome: order[outcome["expectation_config"]["id"]])
-    return outcomes
+    page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    return outcomes, page
 
 
 def _failure_lines(outcomes: list[dict], day: dt.date, unusable: set[str]) -> list[str]:

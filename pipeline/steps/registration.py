@@ -9,6 +9,7 @@ challenger run's labeled test days; a person can instead promote any version by 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from pipeline.config import RunConfig, Settings
 from pipeline.scoring import ModelBundle
 from pipeline.steps.run_dir import RunDir
 from pipeline.steps.training import detector_params, run_days
-from pipeline.steps.validation import load_day, report_path
+from pipeline.steps.validation import DATA_DOCS_FILE, load_day, report_path
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
     run.validation_reports.write_text(
         json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
     )
+    run.data_docs.mkdir(exist_ok=True)
+    for report in reports:
+        page = report.with_name(DATA_DOCS_FILE)
+        if page.is_file():
+            shutil.copy2(page, run.data_docs / f"{report.parent.name}.html")
     splits, history = _lineage(run, config)
     version = tracking.register_training_run(
         settings,
@@ -96,6 +102,7 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
             *sorted(run.evaluation.iterdir()),
             run.bundle / ModelBundle.CALIBRATION_FILE,
             run.validation_reports,
+            run.data_docs,
         ],
         splits=splits,
         history=history,

@@ -10,6 +10,7 @@ file under it is named here::
     bundle/                   the model (its own files are named by ModelBundle)
     evaluation/               metrics.json and the figures
     validation_reports.json   the passing validation reports of every day read
+    data_docs/<date>.html     their Great Expectations Data Docs pages
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class RunDir:
     @property
     def validation_reports(self) -> Path:
         return self.path / "validation_reports.json"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.path / "data_docs"
 
     def prepared(self, split: Split) -> Path:
         return self.path / "prepared" / f"{split}.npz"

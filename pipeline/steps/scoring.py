@@ -45,7 +45,13 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
             model.bundle, spec, day, landing, context, out, model.name, model.version
         )
     tracking.log_scoring_run(
-        settings, dataset, day.isoformat(), model, summary, artifacts=[out / DAILY_REPORT_FILE]
+        settings,
+        dataset,
+        day.isoformat(),
+        model,
+        summary,
+        artifacts=[out / DAILY_REPORT_FILE],
+        validation=settings.partition("validation", dataset, day),
     )
     return str(out / SCORES_FILE)
 

@@ -21,6 +21,7 @@ from pipeline.data.validate import ValidationReport, validate_batch
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
+DATA_DOCS_FILE = "report.html"  # Great Expectations' Data Docs page of the same validation
 
 
 class BatchRejected(RuntimeError):
@@ -61,7 +62,10 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
         fingerprint = ""
     if not report.success:
         quarantine = io.quarantine_batch(
-            landing, settings.partition("quarantine", dataset, day), report.to_json()
+            landing,
+            settings.partition("quarantine", dataset, day),
+            report.to_json(),
+            report.data_docs,
         )
         failures = "\n".join(f"  - {line}" for line in report.failures)
         raise BatchRejected(
@@ -72,6 +76,7 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
     record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
     target = report_path(settings, dataset, day)
     with io.exclusive_partition(target.parent):
+        io.write_text_atomic(report.data_docs, target.with_name(DATA_DOCS_FILE))
         return str(io.write_text_atomic(json.dumps(record, indent=2), target))
 
 

@@ -228,3 +228,15 @@ def test_out_of_order_rows_pass_with_a_note(clean: pd.DataFrame, spec: DatasetSp
     report = validate_batch(shuffled, spec, DAY)
     assert report.success
     assert report.warnings == ["timestamp: 9 rows out of time order (sorted before scoring)"]
+
+
+def test_the_report_carries_gx_data_docs_outside_its_json(
+    clean: pd.DataFrame, spec: DatasetSpec
+) -> None:
+    broken = clean.drop(columns=["spo2"])
+    report = validate_batch(broken, spec, DAY)
+
+    page = report.data_docs
+    assert page.startswith("<!DOCTYPE html>") and "Great Expectations" in page
+    assert "spo2" in page and "heart_rate" in page  # the failed check and a passed one
+    assert "data_docs" not in json.loads(report.to_json())
