@@ -20,6 +20,9 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from pipeline.choices import NAME_PATTERN
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
+# A day is scored in bounded memory and well within these; a hung task fails instead of waiting.
+SHORT = {"execution_timeout": timedelta(minutes=10)}
+COMPUTE = {"execution_timeout": timedelta(hours=2)}
 DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
 
 
@@ -38,6 +41,7 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,
+    dagrun_timeout=timedelta(hours=6),
     tags=["tsad", "scoring"],
     doc_md=__doc__,
     params={
@@ -51,7 +55,7 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     },
 )
 def tsad_score():
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **COMPUTE)
     def validate(params: dict | None = None, data_interval_start=None) -> str:
         from pipeline import steps
         from pipeline.config import parse_date
@@ -64,7 +68,7 @@ def tsad_score():
             raise AirflowFailException(str(exc)) from exc
         return day
 
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **COMPUTE)
     def score(day: str, params: dict | None = None) -> str:
         from pipeline import steps
         from pipeline.config import parse_date
@@ -72,7 +76,7 @@ def tsad_score():
         assert params is not None  # Airflow passes every run its Params
         return steps.score(params["dataset"], parse_date(day))
 
-    @task(outlets=[DRIFT], **IO_RETRIES)
+    @task(outlets=[DRIFT], **IO_RETRIES, **SHORT)
     def signal_drift(scores_path: str, *, outlet_events=None) -> dict:
         from pipeline import steps
 

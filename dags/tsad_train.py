@@ -2,6 +2,11 @@
 
 Only wiring lives here; every task calls one function of ``pipeline.steps`` (imported inside the
 task so parsing this file stays fast and free of torch, pandas and mlflow).
+
+Training runs in the ``gpu`` pool (its slots, ``TSAD_GPU_POOL_SLOTS``, are set where Airflow's
+database is initialised) and on the ``gpu`` queue: the pool caps concurrent training runs
+across DAG runs, the queue picks the workers. Every task has an ``execution_timeout`` and the
+run a ``dagrun_timeout``, so a hung step fails and frees its slot instead of holding it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
+SHORT = {"execution_timeout": timedelta(minutes=30)}
+COMPUTE = {"execution_timeout": timedelta(hours=2)}
+TRAINING = {"execution_timeout": timedelta(hours=8)}
 
 
 @dag(
@@ -22,6 +30,7 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=timedelta(hours=16),
     tags=["tsad", "training"],
     doc_md=__doc__,
     params={
@@ -49,7 +58,7 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
     },
 )
 def tsad_train():
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **COMPUTE)
     def validate_days(params: dict | None = None) -> str:
         from pipeline import steps
 
@@ -60,38 +69,38 @@ def tsad_train():
             raise AirflowFailException(str(exc)) from exc
         return config.model_dump_json()
 
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **COMPUTE)
     def prepare(config_json: str) -> str:
         from pipeline import steps
         from pipeline.config import RunConfig
 
         return steps.prepare(RunConfig.model_validate_json(config_json))
 
-    @task(queue="gpu", retries=1, retry_delay=timedelta(minutes=1))
+    @task(queue="gpu", pool="gpu", retries=1, retry_delay=timedelta(minutes=1), **TRAINING)
     def train(run_dir: str) -> str:
         from pipeline import steps
 
         return steps.train(run_dir, resume=True)
 
-    @task
+    @task(**COMPUTE)
     def calibrate(run_dir: str) -> str:
         from pipeline import steps
 
         return steps.calibrate(run_dir)
 
-    @task
+    @task(**COMPUTE)
     def evaluate(run_dir: str) -> str:
         from pipeline import steps
 
         return steps.evaluate(run_dir)
 
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **SHORT)
     def register(run_dir: str) -> dict:
         from pipeline import steps
 
         return steps.register(run_dir)
 
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **COMPUTE)
     def promote(version: dict, config_json: str) -> dict:
         from pipeline import steps
         from pipeline.config import RunConfig

@@ -50,11 +50,24 @@ def run_airflow(
     )
 
 
+GPU_POOL = "gpu"
+GPU_POOL_SLOTS_VARIABLE = "TSAD_GPU_POOL_SLOTS"
+
+
+def gpu_pool_slots() -> int:
+    """How many training tasks may run at once (``TSAD_GPU_POOL_SLOTS``, default 1)."""
+    return int(os.environ.get(GPU_POOL_SLOTS_VARIABLE) or 1)
+
+
 def init_airflow(settings: Settings) -> None:
-    """Create or upgrade Airflow's metadata database (idempotent)."""
+    """Create or upgrade Airflow's metadata database and size the ``gpu`` pool (idempotent)."""
     result = run_airflow(["db", "migrate"], settings)
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
+    pool = ["pools", "set", GPU_POOL, str(gpu_pool_slots()), "training tasks (tsad_train)"]
+    result = run_airflow(pool, settings)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow pools set failed:\n{result.stderr[-3000:]}")
 
 
 def parse_dags(settings: Settings) -> None:

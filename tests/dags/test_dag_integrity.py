@@ -1,7 +1,8 @@
-"""The DAG files parse without errors, stay light at parse time, and set retries."""
+"""The DAG files parse without errors, stay light at parse time, set retries and timeouts."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,8 +35,31 @@ def test_every_task_retries_or_is_pure_compute(dagbag):
             assert task.retries > 0 or task.task_id in compute_only, task.task_id
 
 
-def test_training_runs_on_the_gpu_queue(dagbag):
-    assert dagbag.dags["tsad_train"].get_task("train").queue == "gpu"
+def test_training_runs_on_the_gpu_queue_in_the_gpu_pool(dagbag):
+    train = dagbag.dags["tsad_train"]
+    assert train.get_task("train").queue == "gpu"
+    assert [task.task_id for task in train.tasks if task.pool == "gpu"] == ["train"]
+
+
+def test_every_task_times_out_within_its_dag_runs_timeout(dagbag):
+    for dag in dagbag.dags.values():
+        assert dag.dagrun_timeout is not None, dag.dag_id
+        for task in dag.tasks:
+            assert task.execution_timeout is not None, task.task_id
+            assert task.execution_timeout <= dag.dagrun_timeout, task.task_id
+
+
+def test_the_gpu_pool_is_sized_by_configuration(tmp_path, monkeypatch):
+    from homes import use_home
+
+    from pipeline.orchestration import init_airflow, run_airflow
+
+    settings = use_home(tmp_path / "tsad", monkeypatch)
+    monkeypatch.setenv("TSAD_GPU_POOL_SLOTS", "3")
+    init_airflow(settings)
+    listed = run_airflow(["pools", "get", "gpu", "-o", "json"], settings)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert int(json.loads(listed.stdout)[0]["slots"]) == 3
 
 
 def test_detector_param_offers_every_registered_detector(dagbag):
