@@ -51,7 +51,9 @@ up: venv
 	$(BIN)/mlflow server --backend-store-uri "$$MLFLOW_TRACKING_URI" \
 	    --default-artifact-root "$$TSAD_ARTIFACT_ROOT" --host 127.0.0.1 --port 5000 & \
 	mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
-	eval "$$($(BIN)/tsad airflow-env)" && $(BIN)/airflow standalone
+	eval "$$($(BIN)/tsad airflow-env)" && $(BIN)/airflow db migrate && \
+	$(BIN)/airflow pools set gpu "$${TSAD_GPU_POOL_SLOTS:-1}" "training tasks (tsad_train)" && \
+	$(BIN)/airflow standalone
 
 # docs/*.png: the MLflow model page and the Airflow grid view, rendered by headless Chromium
 # from a real run on the stack (PostgreSQL on 127.0.0.1:5432, `chromium` installed).

@@ -218,3 +218,14 @@ def test_kubernetes_manifests_parse_and_share_the_secret_names():
     referenced |= {VALUES["data"]["metadataSecretName"]}
     referenced |= {entry["secretName"] for entry in VALUES["secret"]}
     assert referenced <= secret_names
+
+
+def test_every_deployment_creates_the_gpu_pool_the_training_task_waits_for():
+    # A task in a pool that does not exist is never scheduled: each place that creates
+    # Airflow's schema also creates the pool, sized by TSAD_GPU_POOL_SLOTS.
+    init = " ".join(SERVICES["airflow-init"]["command"])
+    helm = " ".join(VALUES["migrateDatabaseJob"]["args"])
+    makefile = (REPO / "Makefile").read_text()
+    for where in (init, helm, makefile):
+        assert re.search(r"airflow pools set gpu \"\$+\{TSAD_GPU_POOL_SLOTS:-1\}", where), where
+    assert {"name": "TSAD_GPU_POOL_SLOTS", "value": "1"} in VALUES["env"]

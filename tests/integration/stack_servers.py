@@ -305,18 +305,20 @@ class AirflowStack:
         return self.home / "simple_auth_manager_passwords.json"
 
     def migrate(self) -> None:
-        """Create the schema and the API user (the simple auth manager keeps a known password)."""
+        """Create the schema, the ``gpu`` pool the training task runs in, and the API user (the
+        simple auth manager keeps a known password)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self._passwords_file.write_text(json.dumps({AIRFLOW_USER: self.password}))
-        result = subprocess.run(
-            [str(VENV_BIN / "airflow"), "db", "migrate"],
-            env=self.environment(self.port),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
+        for args in (["db", "migrate"], ["pools", "set", "gpu", "1", "training tasks"]):
+            result = subprocess.run(
+                [str(VENV_BIN / "airflow"), *args],
+                env=self.environment(self.port),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
     def _launch(self, name: str, command: list[str], url: str, env: dict[str, str]) -> Server:
         airflow = str(VENV_BIN / "airflow")
