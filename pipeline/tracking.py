@@ -28,6 +28,7 @@ from typing import TypeVar
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import LoggedModelInput, Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -160,7 +161,7 @@ def _log_split(dataset: str, split: DataSplit) -> mlflow.data.Dataset:
     with np.load(split.path) as data, warnings.catch_warnings():
         # MLflow registers its local file source twice and warns that a path is ambiguous.
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
-        logged = mlflow.data.from_numpy(
+        logged = from_numpy(
             data["values"],
             targets=data.get("labels"),
             source=str(split.path.resolve()),

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import RunConfig, Settings
+from pipeline.config import DateRange, RunConfig, Settings
 from pipeline.scoring import ModelBundle
-from pipeline.steps.run_dir import RunDir
+from pipeline.steps.run_dir import RunDir, Split
 from pipeline.steps.training import detector_params, run_days
 from pipeline.steps.validation import DATA_DOCS_FILE, load_day, report_path
 
@@ -49,13 +49,14 @@ def _lineage(run: RunDir, config: RunConfig) -> tuple[list, dict | None]:
     """The run's prepared splits as MLflow datasets, and its loss history when it has one."""
     from pipeline import tracking
 
+    roles: tuple[tuple[str, Split, DateRange], ...] = (
+        ("training", "train", config.train),
+        ("validation", "validation", config.validation),
+        ("testing", "test", config.test),
+    )
     splits = [
         tracking.DataSplit(context, run.prepared(split), f"{days.start}..{days.end}")
-        for context, split, days in (
-            ("training", "train", config.train),
-            ("validation", "validation", config.validation),
-            ("testing", "test", config.test),
-        )
+        for context, split, days in roles
     ]
     history = run.history_file
     return splits, json.loads(history.read_text()) if history.is_file() else None
