@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.checks import NotFittedError, alarms
+from pipeline.checks import NotFittedError, alarms, require_finite
 from pipeline.data.windows import Segments
 
 
@@ -112,13 +112,14 @@ class Detector(ABC):
         (:attr:`score_is_feature_mean`), one per-feature pass gives both, which halves the
         model passes of any day with an alarm. Otherwise the per-feature pass runs only when
         some row alarms; occlusion then starts from the scores at hand, for ``features`` more
-        scoring passes.
+        scoring passes. Non-finite scores raise :class:`NonFiniteScoreError`: daily scoring
+        writes no NaN score.
         """
         if self.score_is_feature_mean:
             features = self.score_features(x)
-            scores = features.mean(axis=1)
+            scores = require_finite(self.name, features.mean(axis=1))
             return scores, features[alarms(scores, threshold)]
-        scores = self.score(x)
+        scores = require_finite(self.name, self.score(x))
         alarmed = alarms(scores, threshold)
         if not alarmed.any():
             return scores, np.empty((0, x.n_features))
