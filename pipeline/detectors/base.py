@@ -46,6 +46,12 @@ class Detector(ABC):
         return f"{type(self).__name__}({params})"
 
     @property
+    def score_span(self) -> int:
+        """Rows one score looks at (its window; 1 for point-wise detectors): how much of the
+        previous day daily scoring must supply as context."""
+        return int(getattr(self.config, "window", None) or 1)
+
+    @property
     def is_fitted(self) -> bool:
         return getattr(self, "n_features_", None) is not None
 

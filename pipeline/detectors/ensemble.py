@@ -152,6 +152,12 @@ class Ensemble(Detector):
         self.n_features_ = train.n_features
         return self
 
+    @property
+    def score_span(self) -> int:
+        """The widest member's window: every member must see its whole window of context."""
+        self._check_fitted()
+        return max(member.score_span for member in self.members_)
+
     def score(self, x: Segments) -> np.ndarray:
         self._check_fitted()
         self._check_features(x)
