@@ -63,7 +63,6 @@ AUTO = "auto"
 # ``auto``'s default candidates: the detectors that train in minutes on a CPU, the VAE included
 # for its wins on ASD.
 AUTO_CANDIDATES = ("pca", "iforest", "ocsvm", "dense_ae", "vae", "lstm_ae")
-_MEASURED = ("vus_pr", "auc_pr", "auc_roc", "f1", "threshold", "fit_seconds", "score_seconds")
 HIT_RATE_PERCENTS = (100, 150)
 HIT_RATE_COLUMNS = tuple(
     f"{prefix}hitrate_{percent}" for prefix in ("", "zscore_") for percent in HIT_RATE_PERCENTS
@@ -163,12 +162,17 @@ class SeriesRun:
             return [*failed, self._failed(AUTO, RuntimeError("every candidate failed"))]
         winner = selection.choose(metrics)
         chosen = self.fitted(winner)
-        total = {
-            "fit_seconds": sum(self.fitted(name).fit_seconds for name in metrics),
-            "score_seconds": sum(self.fitted(name).score_seconds for name in metrics),
-        }
         row = self._report(AUTO, winner, chosen)
-        return [*failed, replace(row, chosen=winner, **total)]
+        every = [self.fitted(name) for name in metrics]
+        return [
+            *failed,
+            replace(
+                row,
+                chosen=winner,
+                fit_seconds=sum(fitted.fit_seconds for fitted in every),
+                score_seconds=sum(fitted.score_seconds for fitted in every),
+            ),
+        ]
 
     def _report(self, label: str, name: str, fitted: Fitted) -> BenchmarkRow:
         split, series, scores = self.split, self.series, fitted.scores
@@ -199,7 +203,10 @@ class SeriesRun:
             fit_seconds=fitted.fit_seconds,
             score_seconds=fitted.score_seconds,
             calib_vus_pr=selection.validation_metric(split.calib_labels, calibration_scores),
-            **hit_rates,
+            hitrate_100=hit_rates.get("hitrate_100", math.nan),
+            hitrate_150=hit_rates.get("hitrate_150", math.nan),
+            zscore_hitrate_100=hit_rates.get("zscore_hitrate_100", math.nan),
+            zscore_hitrate_150=hit_rates.get("zscore_hitrate_150", math.nan),
         )
 
     def _failed(self, name: str, exc: Exception) -> BenchmarkRow:
@@ -207,7 +214,13 @@ class SeriesRun:
             dataset=self.series.dataset,
             series=self.series.name,
             detector=name,
-            **dict.fromkeys(_MEASURED, math.nan),
+            vus_pr=math.nan,
+            auc_pr=math.nan,
+            auc_roc=math.nan,
+            f1=math.nan,
+            threshold=math.nan,
+            fit_seconds=math.nan,
+            score_seconds=math.nan,
             error=f"{type(exc).__name__}: {exc}",
         )
 

@@ -124,6 +124,7 @@ class Ensemble(Detector):
 
     name = ENSEMBLE
     Config = EnsembleConfig
+    config: EnsembleConfig
 
     def fit(
         self,
