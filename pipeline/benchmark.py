@@ -10,17 +10,18 @@ detector's feature attribution is measured too (HitRate@100%/150%), beside the z
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline import attribution, evaluation
+from pipeline import attribution, evaluation, selection
 from pipeline.calibration import fit_calibrator
 from pipeline.data.public_datasets import (
     BenchmarkSeries,
@@ -30,7 +31,9 @@ from pipeline.data.public_datasets import (
 )
 from pipeline.data.windows import Segments, StandardScaler
 from pipeline.detectors.base import Detector
-from pipeline.detectors.registry import make_detector, supported_params
+from pipeline.detectors.registry import detector_class, make_detector, supported_params
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,15 @@ class BenchmarkRow:
     hitrate_150: float = math.nan
     zscore_hitrate_100: float = math.nan
     zscore_hitrate_150: float = math.nan
+    calib_vus_pr: float = math.nan
+    chosen: str = ""
+    error: str = ""
 
 
+AUTO = "auto"
+# ``auto``'s default candidates: the detectors that train in minutes on a CPU, the VAE included
+# for its wins on ASD.
+AUTO_CANDIDATES = ("pca", "iforest", "ocsvm", "dense_ae", "vae", "lstm_ae")
 HIT_RATE_PERCENTS = (100, 150)
 HIT_RATE_COLUMNS = tuple(
     f"{prefix}hitrate_{percent}" for prefix in ("", "zscore_") for percent in HIT_RATE_PERCENTS
@@ -82,47 +92,172 @@ def attribution_hit_rates(
     }
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A detector fitted on a series' train part, with its scores of the whole test part."""
+
+    detector: Detector
+    scores: np.ndarray
+    fit_seconds: float
+    score_seconds: float
+
+
+class SeriesRun:
+    """Every detector of a run on one series, each fitted and scored at most once.
+
+    ``auto`` and the single detectors of the same run share fits, so ``auto``'s winner is
+    exactly the single detector's row, and a candidate is not trained twice.
+    """
+
+    def __init__(self, series: BenchmarkSeries, common: dict, save_scores: Path | None = None):
+        self.series = series
+        self.common = common
+        self.save_scores = save_scores
+        self.split = split_for_evaluation(series)
+        self.scaler = StandardScaler.fit(series.train, series.feature_names)
+        self.scaled_test = self.scaler.transform(series.test)
+        self._fitted: dict[str, Fitted | Exception] = {}
+
+    def fitted(self, name: str) -> Fitted:
+        """Fit ``name`` on the train part and score the test part (cached, failures too)."""
+        if name not in self._fitted:
+            try:
+                self._fitted[name] = self._fit(name)
+            except Exception as exc:  # one detector's failure must not end the run
+                self._fitted[name] = exc
+        outcome = self._fitted[name]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _fit(self, name: str) -> Fitted:
+        detector = make_detector(name, **supported_params(name, self.common))
+        started = time.perf_counter()
+        detector.fit(Segments.single(self.scaler.transform(self.series.train)))
+        fitted = time.perf_counter()
+        scores = detector.score(Segments.single(self.scaled_test))
+        return Fitted(detector, scores, fitted - started, time.perf_counter() - fitted)
+
+    def row(self, name: str) -> BenchmarkRow:
+        """``name``'s row; a detector that fails gets a row holding its error instead."""
+        try:
+            return self._report(name, name, self.fitted(name))
+        except Exception as exc:
+            log.warning("%s on %s/%s failed: %s", name, self.series.dataset, self.series.name, exc)
+            return self._failed(name, exc)
+
+    def auto_rows(self, candidates: Sequence[str]) -> list[BenchmarkRow]:
+        """``auto``: the candidate with the best VUS-PR on the calibration part, reported on
+        the evaluation part; plus a row for each candidate that failed (it was not chosen)."""
+        cut = self.split.cut
+        metrics, failed = {}, []
+        for name in candidates:
+            try:
+                scores = self.fitted(name).scores
+            except Exception as exc:
+                failed.append(self._failed(name, exc))
+                continue
+            metrics[name] = selection.validation_metric(self.split.calib_labels, scores[:cut])
+        if not metrics:
+            return [*failed, self._failed(AUTO, RuntimeError("every candidate failed"))]
+        winner = selection.choose(metrics)
+        chosen = self.fitted(winner)
+        row = self._report(AUTO, winner, chosen)
+        every = [self.fitted(name) for name in metrics]
+        return [
+            *failed,
+            replace(
+                row,
+                chosen=winner,
+                fit_seconds=sum(fitted.fit_seconds for fitted in every),
+                score_seconds=sum(fitted.score_seconds for fitted in every),
+            ),
+        ]
+
+    def _report(self, label: str, name: str, fitted: Fitted) -> BenchmarkRow:
+        split, series, scores = self.split, self.series, fitted.scores
+        calibration_scores = scores[: split.cut]
+        calibrator = fit_calibrator("best_f1", calibration_scores, split.calib_labels)
+        reported = scores[split.cut :]
+        metrics = evaluation.evaluate(split.eval_labels, reported, calibrator.threshold_)
+        if self.save_scores is not None:
+            self.save_scores.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                self.save_scores / f"{series.dataset}__{series.name}__{label}.npz",
+                score=reported,
+                label=split.eval_labels,
+                threshold=calibrator.threshold_,
+            )
+        hit_rates = attribution_hit_rates(
+            series, fitted.detector, self.scaled_test, slice(split.cut, None)
+        )
+        return BenchmarkRow(
+            dataset=series.dataset,
+            series=series.name,
+            detector=label,
+            vus_pr=metrics["vus_pr"],
+            auc_pr=metrics["auc_pr"],
+            auc_roc=metrics["auc_roc"],
+            f1=metrics["f1"],
+            threshold=calibrator.threshold_,
+            fit_seconds=fitted.fit_seconds,
+            score_seconds=fitted.score_seconds,
+            calib_vus_pr=selection.validation_metric(split.calib_labels, calibration_scores),
+            hitrate_100=hit_rates.get("hitrate_100", math.nan),
+            hitrate_150=hit_rates.get("hitrate_150", math.nan),
+            zscore_hitrate_100=hit_rates.get("zscore_hitrate_100", math.nan),
+            zscore_hitrate_150=hit_rates.get("zscore_hitrate_150", math.nan),
+        )
+
+    def _failed(self, name: str, exc: Exception) -> BenchmarkRow:
+        return BenchmarkRow(
+            dataset=self.series.dataset,
+            series=self.series.name,
+            detector=name,
+            vus_pr=math.nan,
+            auc_pr=math.nan,
+            auc_roc=math.nan,
+            f1=math.nan,
+            threshold=math.nan,
+            fit_seconds=math.nan,
+            score_seconds=math.nan,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
+
 def run_series(
     series: BenchmarkSeries,
     detector_name: str,
     common: dict,
     save_scores: Path | None = None,
 ) -> BenchmarkRow:
-    """Fit, calibrate and evaluate one detector on one series."""
-    split = split_for_evaluation(series)
-    scaler = StandardScaler.fit(series.train, series.feature_names)
-    detector = make_detector(detector_name, **supported_params(detector_name, common))
-    started = time.perf_counter()
-    detector.fit(Segments.single(scaler.transform(series.train)))
-    fitted = time.perf_counter()
-    scaled_test = scaler.transform(series.test)
-    scores = detector.score(Segments.single(scaled_test))
-    scored = time.perf_counter()
-    calibration_scores = scores[: split.cut]
-    calibrator = fit_calibrator("best_f1", calibration_scores, split.calib_labels)
-    reported = scores[split.cut :]
-    metrics = evaluation.evaluate(split.eval_labels, reported, calibrator.threshold_)
-    if save_scores is not None:
-        save_scores.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            save_scores / f"{series.dataset}__{series.name}__{detector_name}.npz",
-            score=reported,
-            label=split.eval_labels,
-            threshold=calibrator.threshold_,
-        )
-    return BenchmarkRow(
-        dataset=series.dataset,
-        series=series.name,
-        detector=detector_name,
-        vus_pr=metrics["vus_pr"],
-        auc_pr=metrics["auc_pr"],
-        auc_roc=metrics["auc_roc"],
-        f1=metrics["f1"],
-        threshold=calibrator.threshold_,
-        fit_seconds=fitted - started,
-        score_seconds=scored - fitted,
-        **attribution_hit_rates(series, detector, scaled_test, slice(split.cut, None)),
-    )
+    """Fit, calibrate and evaluate one detector on one series (its error in the row if it
+    fails)."""
+    return SeriesRun(series, common, save_scores).row(detector_name)
+
+
+def parse_detectors(names: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Single detectors, and ``auto``'s candidates (None without ``auto``).
+
+    ``auto`` alone means :data:`AUTO_CANDIDATES`; ``auto:a,b,...`` names the candidates and,
+    since the list is comma-separated like the rest, takes every name after it. Every name
+    is checked before anything trains.
+    """
+    singles: list[str] = []
+    candidates: list[str] | None = None
+    for index, name in enumerate(names):
+        if name == AUTO:
+            candidates = list(AUTO_CANDIDATES)
+        elif name.startswith(f"{AUTO}:"):
+            candidates = [name.removeprefix(f"{AUTO}:"), *names[index + 1 :]]
+            break
+        else:
+            singles.append(name)
+    if candidates is not None and not all(candidates):
+        raise ValueError("auto: names no candidate; write auto or auto:pca,dense_ae,...")
+    for name in [*singles, *(candidates or [])]:
+        detector_class(name)
+    return singles, candidates
 
 
 def select_series(
@@ -169,37 +304,68 @@ def run(
             evaluated.append(series)
         else:
             skipped[series.dataset] = skipped.get(series.dataset, 0) + 1
+    singles, candidates = parse_detectors(detectors)
     rows: list[BenchmarkRow] = []
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid = [(series, name) for series in evaluated for name in detectors]
-    with out.open("w", newline="") as handle, tqdm(grid, desc="series x detector") as bar:
+    with out.open("w", newline="") as handle, tqdm(evaluated, desc="series") as bar:
         writer = csv.DictWriter(handle, fieldnames=list(BenchmarkRow.__dataclass_fields__))
         writer.writeheader()
-        for series, name in bar:
-            bar.set_postfix_str(f"{series.dataset}/{series.name} {name}")
-            row = run_series(series, name, common, save_scores)
-            rows.append(row)
-            writer.writerow(asdict(row))
+        for series in bar:
+            series_run = SeriesRun(series, common, save_scores)
+            series_rows = []
+            for name in singles:
+                bar.set_postfix_str(f"{series.dataset}/{series.name} {name}")
+                series_rows.append(series_run.row(name))
+            if candidates is not None:
+                bar.set_postfix_str(f"{series.dataset}/{series.name} auto")
+                done = {row.detector for row in series_rows}
+                auto = series_run.auto_rows(candidates)
+                series_rows += [row for row in auto if row.detector not in done]
+            for row in series_rows:
+                writer.writerow(asdict(row))
             handle.flush()
+            rows += series_rows
     return pd.DataFrame([asdict(row) for row in rows]), skipped
 
 
 def markdown_table(results: pd.DataFrame, skipped: dict[str, int]) -> str:
-    """Mean metrics per dataset and detector, as a markdown table."""
+    """Mean metrics per dataset and detector over the series it finished, as a markdown table;
+    then what ``auto`` chose and every failure with its error."""
     columns = ["vus_pr", "auc_pr", "auc_roc", "f1", "fit_seconds", "score_seconds"]
     columns += [name for name in HIT_RATE_COLUMNS if results[name].notna().any()]
-    summary = results.groupby(["dataset", "detector"])[columns].mean().reset_index()
-    counts = results.groupby(["dataset", "detector"]).size().rename("series").reset_index()
+    failed = results[results["error"].fillna("") != ""]
+    finished = results.drop(index=failed.index)
+    summary = finished.groupby(["dataset", "detector"])[columns].mean().reset_index()
+    counts = finished.groupby(["dataset", "detector"]).size().rename("series").reset_index()
     summary = summary.merge(counts, on=["dataset", "detector"])
     header = "| dataset | detector | series | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 3)]
     for row in summary.itertuples(index=False):
         values = " | ".join(f"{getattr(row, column):.3f}" for column in columns)
         lines.append(f"| {row.dataset} | {row.detector} | {row.series} | {values} |")
+    chosen = finished[finished["detector"] == AUTO]
+    if len(chosen):
+        lines.append("")
+        lines.append(
+            "auto chose: "
+            + "; ".join(f"{row.dataset}/{row.series} {row.chosen}" for row in chosen.itertuples())
+        )
     if skipped:
         lines.append("")
         lines.append(
             "skipped (no anomaly in the reported part): "
             + ", ".join(f"{dataset} {count}" for dataset, count in skipped.items())
         )
+    if len(failed):
+        lines.append("")
+        lines.append(f"FAILED ({len(failed)}):")
+        lines += [
+            f"- {row.dataset}/{row.series} {row.detector}: {row.error}"
+            for row in failed.itertuples()
+        ]
     return "\n".join(lines)
+
+
+def failures(results: pd.DataFrame) -> int:
+    """How many detector runs of ``results`` failed."""
+    return int((results["error"].fillna("") != "").sum())

@@ -20,6 +20,22 @@ class NotFittedError(RuntimeError):
     """Raised when a detector or calibrator is used before ``fit`` (or ``load``)."""
 
 
+class NonFiniteScoreError(ValueError):
+    """A detector produced NaN or infinite scores (or training loss): a number no threshold
+    can compare, so the run stops with the detector's name instead of writing it."""
+
+
+def require_finite(detector: str, values: np.ndarray, what: str = "scores") -> np.ndarray:
+    """``values`` unchanged if every entry is finite, else :class:`NonFiniteScoreError`."""
+    bad = np.count_nonzero(~np.isfinite(values))
+    if bad:
+        raise NonFiniteScoreError(
+            f"{detector} produced {bad} NaN or infinite {what} out of {values.size}: "
+            "the model diverged or its arithmetic overflowed on these inputs"
+        )
+    return values
+
+
 def check_scores(scores: npt.ArrayLike, n: int | None = None) -> np.ndarray:
     """Return ``scores`` as a finite 1-D float64 array (of length ``n`` when given).
 

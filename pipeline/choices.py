@@ -24,6 +24,7 @@ PromotionMetric = Literal[
 DetectorName = Literal[
     "anomaly_transformer",
     "dense_ae",
+    "ensemble",
     "iforest",
     "lstm_ae",
     "lstm_forecast",

@@ -123,6 +123,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         series_names=_names(args.series) if args.series else None,
     )
     _print(benchmark.markdown_table(results, skipped))
+    failed = benchmark.failures(results)
+    if failed:
+        raise RuntimeError(
+            f"{failed} detector run(s) failed (their errors are in {args.out} and above); "
+            "the other rows finished"
+        )
 
 
 def _names(value: str) -> list[str]:
@@ -223,7 +229,12 @@ def _add_tool_commands(commands: Commands) -> None:
     bench = commands.add_parser("bench", help="benchmark detectors on public labeled data")
     bench.add_argument("--data-root", required=True, help="folder holding SMD/, ASD/, NAB/ ...")
     bench.add_argument("--datasets", required=True, help="comma-separated, e.g. SMD,ASD")
-    bench.add_argument("--detectors", default="pca,transformer_ae")
+    bench.add_argument(
+        "--detectors",
+        default="pca,transformer_ae",
+        help="comma-separated; 'auto' chooses per series among the CPU-fast detectors on the "
+        "calibration part, 'auto:a,b,...' (last) among the named ones",
+    )
     bench.add_argument("--series", help="comma-separated series names, e.g. machine-1-6,omi-1")
     bench.add_argument("--out", default="results.csv")
     bench.add_argument("--save-scores", help="write one .npz of scores per series and detector")

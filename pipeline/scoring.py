@@ -178,7 +178,7 @@ class ModelBundle:
     @property
     def window(self) -> int:
         """Rows of context a score needs (1 for point-wise detectors)."""
-        return int(getattr(self.detector.config, "window", 1))
+        return self.detector.score_span
 
     def check_compatible(self, spec: DatasetSpec) -> None:
         """Refuse, before scoring, a model that does not fit the dataset's current spec.

@@ -21,6 +21,7 @@ from pipeline.config import DatasetSpec
 from pipeline.data import flags, io
 from pipeline.data.synthetic import ENTITY_COLUMN, VitalsScenario, generate_vitals
 from pipeline.data.windows import StandardScaler, frame_to_segments
+from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import detector_class
 from pipeline.monitoring import ReferenceProfile
 from pipeline.report import DailyReport, entity_ranking, render
@@ -37,18 +38,22 @@ def days() -> list[pd.DataFrame]:
     return [frame.sort_values(["timestamp", ENTITY_COLUMN], kind="stable") for frame in frames]
 
 
+def fitted_bundle(day: pd.DataFrame, detector: Detector) -> ModelBundle:
+    """``detector`` fitted on ``day``, with a percentile threshold."""
+    spec = DatasetSpec.load("vitals")
+    segments, _ = frame_to_segments(io.to_canonical(day, spec), spec.feature_names, spec.step)
+    scaler = StandardScaler.fit(segments.values, spec.feature_names)
+    scaled = type(segments)(scaler.transform(segments.values), segments.bounds)
+    detector.fit(scaled)
+    calibrator = make_calibrator("percentile").fit(detector.score(scaled))
+    return ModelBundle(spec, scaler, detector, calibrator)
+
+
 @pytest.fixture(scope="module")
 def bundle(days: list[pd.DataFrame]) -> ModelBundle:
     """A small dense autoencoder fitted on the first day, with a fixed threshold."""
-    spec = DatasetSpec.load("vitals")
-    segments, _ = frame_to_segments(io.to_canonical(days[0], spec), spec.feature_names, spec.step)
-    scaler = StandardScaler.fit(segments.values, spec.feature_names)
-    scaled = type(segments)(scaler.transform(segments.values), segments.bounds)
-    detector = detector_class("dense_ae")(window=16, epochs=1, train_stride=8, device="cpu").fit(
-        scaled
-    )
-    calibrator = make_calibrator("percentile").fit(detector.score(scaled))
-    return ModelBundle(spec, scaler, detector, calibrator)
+    detector = detector_class("dense_ae")(window=16, epochs=1, train_stride=8, device="cpu")
+    return fitted_bundle(days[0], detector)
 
 
 def landed(directory: Path, frame: pd.DataFrame, parts: int) -> Path:
@@ -314,3 +319,24 @@ def test_a_model_trained_on_a_gpu_scores_on_a_cpu_worker(
 
     assert len(scores) == len(frame)
     pd.testing.assert_series_equal(scores["score"], bundle.score_frame(frame)["score"])
+
+
+def test_an_ensemble_scores_a_day_with_its_widest_members_context(
+    tmp_path: Path, days: list[pd.DataFrame]
+) -> None:
+    """The ensemble's context is its widest member's window (PCA here scores single rows)."""
+    members = [
+        {"detector": "pca"},
+        {"detector": "dense_ae", "params": {"window": 16, "epochs": 1, "train_stride": 8}},
+    ]
+    ensemble = detector_class("ensemble")(members=members, device="cpu")
+    bundle = fitted_bundle(days[0], ensemble)
+    assert bundle.window == 16
+    target = tmp_path / "scores.parquet"
+    previous = landed(tmp_path / "previous", days[1], parts=1)
+    bundle.score_partition(landed(tmp_path / "today", days[2], parts=2), target, context=previous)
+    written = pd.read_parquet(target)
+    expected = scored_in_memory(bundle, days[2], days[1])
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False, rtol=1e-6)
+    assert np.isfinite(written["score"]).all() and written["is_anomaly"].any()
+    assert written.loc[written["is_anomaly"], "top_features"].map(len).gt(0).all()

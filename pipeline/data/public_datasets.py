@@ -15,6 +15,7 @@ calibrates the threshold and its last 70% is reported (:func:`split_for_evaluati
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ import pandas as pd
 
 from pipeline.checks import Interpretation
 from pipeline.config import ENTITY, LABEL, TIMESTAMP
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_FRACTION = 0.3
 NAB_TRAIN_FRACTION = 0.15
@@ -379,7 +382,12 @@ def _labeled_anomalies_path(root: Path, base: Path) -> Path:
 
 
 def _read_labeled_anomalies(path: Path, spacecraft: str) -> dict[str, list[list[int]]]:
-    """The anomaly ranges of one spacecraft's channels, parsed as JSON (never ``eval``)."""
+    """The anomaly ranges of one spacecraft's channels, parsed as JSON (never ``eval``).
+
+    The published file lists channel P-2 twice with different ranges; a channel listed more
+    than once gets all of its rows' ranges (their union), with a warning, since refusing the
+    file would refuse the release every user downloads.
+    """
     with _blame(path):
         table = pd.read_csv(path, engine="c")
         missing = {"chan_id", "spacecraft", "anomaly_sequences"} - set(table.columns)
@@ -388,13 +396,18 @@ def _read_labeled_anomalies(path: Path, spacecraft: str) -> dict[str, list[list[
         rows = table[table["spacecraft"].astype(str).str.strip().str.upper() == spacecraft]
         if rows.empty:
             raise ValueError(f"no channel of spacecraft {spacecraft}")
-        twice = rows["chan_id"][rows["chan_id"].duplicated()]
-        if len(twice):
-            raise ValueError(f"channels listed twice: {sorted(set(twice))}")
-        return {
-            str(chan): _parse_sequences(text)
-            for chan, text in zip(rows["chan_id"], rows["anomaly_sequences"], strict=True)
-        }
+        sequences: dict[str, list[list[int]]] = {}
+        for chan, text in zip(rows["chan_id"].astype(str), rows["anomaly_sequences"], strict=True):
+            sequences.setdefault(chan, []).extend(_parse_sequences(text))
+        twice = sorted(set(rows["chan_id"].astype(str)[rows["chan_id"].astype(str).duplicated()]))
+        if twice:
+            log.warning(
+                "%s: channels listed more than once: %s; each is labeled with the union of "
+                "its ranges",
+                path,
+                twice,
+            )
+        return sequences
 
 
 def _parse_sequences(text: str) -> list[list[int]]:

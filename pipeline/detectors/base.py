@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.checks import NotFittedError, alarms
+from pipeline.checks import NotFittedError, alarms, require_finite
 from pipeline.data.windows import Segments
 
 
@@ -44,6 +44,12 @@ class Detector(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({params})"
+
+    @property
+    def score_span(self) -> int:
+        """Rows one score looks at (its window; 1 for point-wise detectors): how much of the
+        previous day daily scoring must supply as context."""
+        return int(getattr(self.config, "window", None) or 1)
 
     @property
     def is_fitted(self) -> bool:
@@ -112,13 +118,14 @@ class Detector(ABC):
         (:attr:`score_is_feature_mean`), one per-feature pass gives both, which halves the
         model passes of any day with an alarm. Otherwise the per-feature pass runs only when
         some row alarms; occlusion then starts from the scores at hand, for ``features`` more
-        scoring passes.
+        scoring passes. Non-finite scores raise :class:`NonFiniteScoreError`: daily scoring
+        writes no NaN score.
         """
         if self.score_is_feature_mean:
             features = self.score_features(x)
-            scores = features.mean(axis=1)
+            scores = require_finite(self.name, features.mean(axis=1))
             return scores, features[alarms(scores, threshold)]
-        scores = self.score(x)
+        scores = require_finite(self.name, self.score(x))
         alarmed = alarms(scores, threshold)
         if not alarmed.any():
             return scores, np.empty((0, x.n_features))

@@ -10,6 +10,7 @@ from pipeline.detectors.anomaly_transformer import AnomalyTransformer
 from pipeline.detectors.base import Detector
 from pipeline.detectors.classical import OCSVM, PCA, IForest
 from pipeline.detectors.dense_ae import DenseAE
+from pipeline.detectors.ensemble import Ensemble
 from pipeline.detectors.lstm import LSTMAE, LSTMForecast
 from pipeline.detectors.masked_transformer import MaskedTransformer
 from pipeline.detectors.transformer_ae import TransformerAE
@@ -28,6 +29,7 @@ DETECTORS: dict[str, type[Detector]] = {
         TransformerAE,
         MaskedTransformer,
         AnomalyTransformer,
+        Ensemble,
     )
 }
 

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from pipeline.checks import require_finite
 from pipeline.choices import Device
 from pipeline.data.windows import (
     PointFeatureScores,
@@ -124,6 +125,7 @@ class TorchDetector(Detector):
             resume=resume,
             progress=progress,
             epoch_hook=self.start_epoch,
+            model_name=self.name,
         )
         train_source = WindowSource(train, config.window, config.train_stride, device)
         valid_source = None
@@ -150,7 +152,9 @@ class TorchDetector(Detector):
     ) -> np.ndarray:
         """Apply ``window_errors`` to every scored window in bounded chunks; map onto rows.
 
-        ``accumulator(rows, features)`` collects the chunks' errors onto time steps.
+        ``accumulator(rows, features)`` collects the chunks' errors onto time steps. A
+        non-finite result raises :class:`~pipeline.detectors.base.NonFiniteScoreError` naming
+        the detector rather than reaching a threshold or a scores file.
         """
         self._check_fitted()
         self._check_features(x)
@@ -165,7 +169,7 @@ class TorchDetector(Detector):
                 starts = source.starts[begin : begin + config.score_batch_size]
                 errors = window_errors(module, source.batch(starts))
                 points.add(starts.cpu().numpy(), errors.float().cpu().numpy())
-        return points.result()[keep]
+        return require_finite(self.name, points.result()[keep])
 
     def _save_state(self, directory: Path) -> dict:
         torch.save(self.module_.state_dict(), directory / WEIGHTS_FILE)

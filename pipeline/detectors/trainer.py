@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.checks import NonFiniteScoreError
 from pipeline.choices import DEVICES
 from pipeline.data.windows import Segments, window_starts
 
@@ -131,6 +132,7 @@ class Trainer:
     resume: bool = False
     progress: bool = False
     epoch_hook: EpochHook | None = None
+    model_name: str = "model"
 
     def fit(
         self,
@@ -161,6 +163,7 @@ class Trainer:
             if valid is not None:
                 monitored = self.evaluate(module, loss_fn, valid)
                 history.valid_loss.append(monitored)
+            self._require_finite_losses(epoch, history.train_loss[-1], monitored)
             if monitored < best_loss:
                 best_loss, history.best_epoch = monitored, epoch + 1
                 best_state = copy.deepcopy(module.state_dict())
@@ -178,6 +181,16 @@ class Trainer:
         module.load_state_dict(best_state)
         module.eval()
         return history
+
+    def _require_finite_losses(self, epoch: int, train_loss: float, monitored: float) -> None:
+        """Stop at the first non-finite loss: the weights are already lost, and early stopping
+        would silently keep an earlier epoch (NaN never compares lower)."""
+        if not (math.isfinite(train_loss) and math.isfinite(monitored)):
+            raise NonFiniteScoreError(
+                f"{self.model_name} training diverged at epoch {epoch + 1}: loss {train_loss} "
+                f"(early-stopping loss {monitored}); lower the learning rate or check the "
+                "training data for extreme values"
+            )
 
     def _run_epoch(
         self,

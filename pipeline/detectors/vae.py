@@ -31,6 +31,11 @@ from pipeline.detectors.torch_base import TorchDetector, TorchDetectorConfig
 # Bounds on the decoder's log-variance: without them a value reconstructed perfectly on the
 # training data can drive its variance to zero and its likelihood to infinity.
 _LOGVAR_MIN, _LOGVAR_MAX = -7.0, 7.0
+# Bounds on the encoder's log-variance. A test value far outside the training range (SMD has
+# standardised values near 1000 where a feature barely moved in training) drives the encoder's
+# raw output into the hundreds, exp() overflows float32, the latent draw becomes inf and every
+# window touching that row scored NaN. exp(0.5 * 10) keeps a draw finite whatever the input.
+_LATENT_LOGVAR_MIN, _LATENT_LOGVAR_MAX = -10.0, 10.0
 
 
 class VAEConfig(TorchDetectorConfig):
@@ -68,7 +73,10 @@ class VariationalAutoencoder(nn.Module):
         """
         mu, logvar, mean, out_logvar = self.decode(windows, draws)
         target = windows.flatten(1).float()
-        nll = 0.5 * (out_logvar + (target - mean).pow(2) / out_logvar.exp() + math.log(2 * math.pi))
+        # The error is standardised before squaring, (e / sigma)^2 rather than e^2 / sigma^2,
+        # so a large error meets a bounded factor instead of a tiny divisor.
+        standardised = (target - mean) * (-0.5 * out_logvar).exp()
+        nll = 0.5 * (out_logvar + standardised.pow(2) + math.log(2 * math.pi))
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=-1)
         return nll.unflatten(-1, windows.shape[1:]), kl
 
@@ -76,8 +84,9 @@ class VariationalAutoencoder(nn.Module):
         self, windows: torch.Tensor, draws: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latent mean and log-variance, then the decoder's mean and log-variance per value
-        (flattened) for every draw."""
-        mu, logvar = self.encoder(windows.flatten(1)).float().chunk(2, dim=-1)
+        (flattened) for every draw; both log-variances are clamped so exp() stays finite."""
+        mu, raw_logvar = self.encoder(windows.flatten(1)).float().chunk(2, dim=-1)
+        logvar = raw_logvar.clamp(_LATENT_LOGVAR_MIN, _LATENT_LOGVAR_MAX)
         z = mu + (0.5 * logvar).exp() * draws
         mean, out_logvar = self.decoder(z).float().chunk(2, dim=-1)
         return mu, logvar, mean, out_logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)

@@ -169,6 +169,22 @@ def test_telemanom_rejects_a_range_beyond_the_test_part(telemanom_root: Path) ->
         load_telemanom(telemanom_root, "SMAP")
 
 
+def test_telemanom_labels_a_channel_listed_twice_with_the_union_of_its_ranges(
+    telemanom_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The published labeled_anomalies.csv lists P-2 twice, each row with its own ranges."""
+    table_path = telemanom_root / "SMAP" / "labeled_anomalies.csv"
+    table = pd.read_csv(table_path)
+    again = table.iloc[[0]].assign(anomaly_sequences="[[3, 6], [20, 21]]", num_values=30)
+    pd.concat([table, again]).to_csv(table_path, index=False)
+    with caplog.at_level("WARNING", logger="pipeline.data.benchmarks"):
+        first, second = load_telemanom(telemanom_root, "SMAP")
+    assert first.name == "A-2"
+    np.testing.assert_array_equal(np.flatnonzero(first.test_labels), [2, 3, 4, 5, 6, 10, 20, 21])
+    assert second.test_labels.all()
+    assert "listed more than once: ['A-2']" in caplog.text
+
+
 def test_split_for_evaluation_cuts_at_30_percent_in_order(machine: BenchmarkSeries) -> None:
     split = split_for_evaluation(machine)
     assert split.cut == round(len(machine.test) * 0.3)
