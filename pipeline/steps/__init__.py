@@ -13,7 +13,7 @@ the DAG task). One module per DAG concern:
 - :mod:`~pipeline.steps.demo_data`: the synthetic demo days.
 """
 
-from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
+from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 from pipeline.steps.demo_data import generate
 from pipeline.steps.registration import (
     PromotionResult,
@@ -44,6 +44,7 @@ from pipeline.steps.validation import (
 )
 
 __all__ = [
+    "ALARMS_FILE",
     "DAILY_REPORT_FILE",
     "REPORT_FILE",
     "SCORES_FILE",
