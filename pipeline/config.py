@@ -143,6 +143,24 @@ class AlarmsSpec(BaseModel):
         return value
 
 
+class NotificationsSpec(BaseModel):
+    """Who hears about a dataset: its owners get failures, quarantined and drifted days, and
+    each scored day's digest of its top episodes (by e-mail, through ``smtp_default``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owners: list[str] = Field(default_factory=list, description="e-mail addresses")
+    digest_episodes: int = Field(default=10, ge=1, description="episodes a digest lists")
+
+    @field_validator("owners")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):
+                raise ValueError(f"owner {address!r} is not an e-mail address")
+        return value
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -164,6 +182,7 @@ class DatasetSpec(BaseModel):
     )
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
+    notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
 
     @field_validator("name")
     @classmethod
