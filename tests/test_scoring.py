@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import daily, episodes, monitoring, tracking
+from pipeline import budget, daily, episodes, monitoring, tracking
 from pipeline.calibration import make_calibrator
 from pipeline.config import DatasetSpec
 from pipeline.data import flags, io
@@ -173,11 +173,15 @@ def in_memory_day(
         bundle.threshold,
         spec.monitoring.drift_level,
     )
-    found = episodes.day_episodes(
-        scores.loc[scores["is_anomaly"], episodes.ALARM_ROW_COLUMNS],
-        episodes.EpisodeRule.for_spec(spec),
-        spec.monitoring.top_features,
-        pd.Timestamp(START, tz="UTC"),
+    found = budget.apply_budget(
+        episodes.day_episodes(
+            scores.loc[scores["is_anomaly"], episodes.ALARM_ROW_COLUMNS],
+            episodes.EpisodeRule.for_spec(spec),
+            spec.monitoring.top_features,
+            pd.Timestamp(START, tz="UTC"),
+        ),
+        spec.alarms.max_episodes_per_day,
+        spec.alarms.budget_per,
     )
     page = render(
         DailyReport(
@@ -194,6 +198,7 @@ def in_memory_day(
             drift=day_drift,
             entities_plotted=spec.monitoring.report_entities,
             episodes=found,
+            budget=spec.alarms.max_episodes_per_day,
         )
     )
     summary = {
@@ -205,7 +210,7 @@ def in_memory_day(
         "anomaly_rate": float(scores["is_anomaly"].mean()),
         "alarm_minutes": float(scores["is_anomaly"].sum()),
         "episodes": len(found),
-        "episodes_held_back": 0,
+        "episodes_held_back": budget.held_back(found),
         "threshold": bundle.threshold,
         "model_name": "tsad-vitals",
         "model_version": "3",
