@@ -7,13 +7,17 @@ Scoring writes the scores (every alarm with its top features), ``summary.json`` 
 ``signal_drift`` emits an event on the ``tsad_drift`` Asset (extra: dataset, date, model
 version, drifted features); a retraining DAG scheduled on that Asset runs on it. Otherwise the
 task is skipped and no event is emitted.
+
+The dataset's owners (``notifications.owners`` in its spec) are e-mailed through Airflow's SMTP
+notifier and the ``smtp_default`` connection: a failed task or a quarantined day, a drifted
+day, and, after each scored day, the digest of its top alarm episodes.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -35,6 +39,37 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     return data_interval_start.strftime("%Y-%m-%d")
 
 
+def notify_owners(dataset: str, subject: str, body: str, context) -> bool:
+    """E-mail the dataset's owners through the SMTP notifier; False when it has none."""
+    from html import escape
+
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from pipeline import steps
+
+    owners = steps.owners(dataset)
+    if owners:
+        html = f"<pre>{escape(body)}</pre>"
+        SmtpNotifier(to=owners, subject=subject, html_content=html).notify(context)
+    return bool(owners)
+
+
+def on_task_failure(context) -> None:
+    """A failed task tells the owners; a day rejected by validation was quarantined."""
+    from pipeline import digest
+
+    ti, error = context["ti"], context.get("exception")
+    quarantined = ti.task_id == "validate" and isinstance(error, AirflowFailException)
+    params = context["params"]
+    message = digest.compose_alert(
+        "quarantined" if quarantined else f"task {ti.task_id} failed",
+        params["dataset"],
+        params.get("date") or str(context.get("data_interval_start") or "")[:10] or None,
+        f"{type(error).__name__}: {error}\nLog: {getattr(ti, 'log_url', '')}",
+    )
+    notify_owners(params["dataset"], message.subject, message.body, context)
+
+
 @dag(
     dag_id="tsad_score",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
@@ -44,6 +79,7 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     dagrun_timeout=timedelta(hours=6),
     tags=["tsad", "scoring"],
     doc_md=__doc__,
+    default_args={"on_failure_callback": on_task_failure},
     params={
         "dataset": Param("vitals", type="string", pattern=NAME_PATTERN),
         "date": Param(
@@ -78,15 +114,39 @@ def tsad_score():
 
     @task(outlets=[DRIFT], **IO_RETRIES, **SHORT)
     def signal_drift(scores_path: str, *, outlet_events=None) -> dict:
-        from pipeline import steps
+        from pipeline import digest, steps
 
         status = steps.drift_status(scores_path)
         if not status["drifted"]:
             raise AirflowSkipException(f"{status['dataset']} {status['date']}: no drift")
         outlet_events[DRIFT].extra = status
+        notice = digest.compose_alert(
+            "drifted",
+            status["dataset"],
+            status["date"],
+            f"Drifted features: {', '.join(status['drifted_features']) or 'none'}; "
+            f"score PSI {status['score_psi']}. Retraining may be due.",
+        )
+        notify_owners(status["dataset"], notice.subject, notice.body, get_current_context())
         return status
 
-    signal_drift(score(validate()))
+    @task(**IO_RETRIES)
+    def send_digest(scores_path: str, params: dict | None = None) -> str:
+        from pipeline import steps
+        from pipeline.config import parse_date
+
+        assert params is not None  # Airflow passes every run its Params
+        status = steps.drift_status(scores_path)
+        message = steps.day_digest(status["dataset"], parse_date(status["date"]))
+        if not notify_owners(
+            status["dataset"], message.subject, message.body, get_current_context()
+        ):
+            raise AirflowSkipException(f"{status['dataset']}: no owners to notify")
+        return message.subject
+
+    scores = score(validate())
+    signal_drift(scores)
+    send_digest(scores)
 
 
 tsad_score()

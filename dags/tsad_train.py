@@ -1,7 +1,8 @@
 """Weekly retraining: validate, prepare, train, calibrate, evaluate, register, promote.
 
 Only wiring lives here; every task calls one function of ``pipeline.steps`` (imported inside the
-task so parsing this file stays fast and free of torch, pandas and mlflow).
+task so parsing this file stays fast and free of torch, pandas and mlflow). A failed task
+e-mails the dataset's owners through Airflow's SMTP notifier (``smtp_default``).
 
 Training runs in the ``gpu`` pool (its slots, ``TSAD_GPU_POOL_SLOTS``, are set where Airflow's
 database is initialised) and on the ``gpu`` queue: the pool caps concurrent training runs
@@ -18,6 +19,28 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
 
+
+def on_task_failure(context) -> None:
+    """A failed training task tells the owners of the dataset it trains for."""
+    from html import escape
+
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from pipeline import digest, steps
+
+    dataset = steps.run_config_from_params(context["params"]).dataset
+    owners, error = steps.owners(dataset), context.get("exception")
+    if owners:
+        message = digest.compose_alert(
+            f"training task {context['ti'].task_id} failed",
+            dataset,
+            None,
+            f"{type(error).__name__}: {error}",
+        )
+        html = f"<pre>{escape(message.body)}</pre>"
+        SmtpNotifier(to=owners, subject=message.subject, html_content=html).notify(context)
+
+
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
 SHORT = {"execution_timeout": timedelta(minutes=30)}
 COMPUTE = {"execution_timeout": timedelta(hours=2)}
@@ -33,6 +56,7 @@ TRAINING = {"execution_timeout": timedelta(hours=8)}
     dagrun_timeout=timedelta(hours=16),
     tags=["tsad", "training"],
     doc_md=__doc__,
+    default_args={"on_failure_callback": on_task_failure},
     params={
         "run_config": Param(
             "vitals",

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import genpareto
 
+from pipeline import episodes
 from pipeline.checks import NotFittedError, alarms, check_labels, check_scores
 from pipeline.choices import CALIBRATION_METHODS, CalibrationMethod
 
@@ -123,6 +124,43 @@ class BestF1Threshold(Calibrator):
         return float(cuts[last_of_tie][np.argmax(f1)])
 
 
+class EventF1Threshold(Calibrator):
+    """The threshold that maximises F1 over alarm episodes on labeled validation scores.
+
+    What a team acts on is episodes, not alarm minutes: at each candidate cut the alarms are
+    grouped as daily scoring groups them (quiet gaps up to ``gap_steps`` joined, episodes
+    shorter than ``min_steps`` dropped, :mod:`pipeline.episodes`) and matched against the
+    labeled events; the cut with the best episode F1 wins, ties to the highest threshold.
+    Candidates are the scores at :attr:`candidates` evenly spaced ranks. Validation rows come
+    entity after entity, back to back, as evaluation scores them.
+    """
+
+    method = "event_f1"
+    param_names = ("gap_steps", "min_steps")
+    needs_anomalies = True
+    candidates: ClassVar[int] = 256
+
+    def __init__(self, gap_steps: float = 5, min_steps: float = 3) -> None:
+        if gap_steps < 0 or min_steps < 1:
+            raise ValueError("gap_steps must be >= 0 and min_steps >= 1")
+        self.gap_steps, self.min_steps = int(gap_steps), int(min_steps)
+
+    def _fit_threshold(self, scores: np.ndarray, labels: np.ndarray | None) -> float:
+        if labels is None or not labels.any():
+            raise ValueError("event-F1 calibration needs labels with at least one positive point")
+        truth = episodes.mask_spans(labels, episodes.EpisodeRule.of_steps(0, 1))
+        rule = episodes.EpisodeRule.of_steps(self.gap_steps, self.min_steps)
+        ranks = np.linspace(0, len(scores) - 1, self.candidates).astype(int)
+        cuts = np.unique(np.sort(scores)[ranks])[::-1]  # highest first: ties keep it
+        f1 = [
+            episodes.event_metrics(truth, episodes.mask_spans(alarms(scores, cut), rule))[
+                "episode_f1"
+            ]
+            for cut in cuts
+        ]
+        return float(cuts[int(np.argmax(f1))])
+
+
 class PercentileThreshold(Calibrator):
     """The ``q``-th percentile of validation scores: a fixed alarm budget of ``100 - q`` %."""
 
@@ -195,7 +233,13 @@ FALLBACK_METHOD: CalibrationMethod = "percentile"
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
     cls.method: cls
-    for cls in (BestF1Threshold, PercentileThreshold, MeanStdThreshold, PotThreshold)
+    for cls in (
+        BestF1Threshold,
+        EventF1Threshold,
+        PercentileThreshold,
+        MeanStdThreshold,
+        PotThreshold,
+    )
 }
 
 
@@ -213,18 +257,21 @@ def make_calibrator(method: str = BestF1Threshold.method, **params: float) -> Ca
 
 
 def fit_calibrator(
-    method: CalibrationMethod, scores: npt.ArrayLike, labels: npt.ArrayLike | None = None
+    method: CalibrationMethod,
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+    **params: float,
 ) -> Calibrator:
-    """Fit ``method`` on validation scores, falling back when it cannot learn from the labels.
+    """Fit ``method`` (with ``params``) on validation scores; fall back without labels.
 
-    A rule that needs labeled anomalies (best F1) has nothing to maximise on days without one,
-    so those days get :data:`FALLBACK_METHOD`, a fixed alarm budget, with a warning.
+    A rule that needs labeled anomalies (best F1, event F1) has nothing to maximise on days
+    without one, so those days get :data:`FALLBACK_METHOD`, a fixed alarm rate, with a warning.
     """
     chosen = _registered(method)
     if chosen.needs_anomalies and (labels is None or not np.any(labels)):
         log.warning("no labeled anomaly to fit %r on: using %r instead", method, FALLBACK_METHOD)
         return make_calibrator(FALLBACK_METHOD).fit(scores)
-    return chosen().fit(scores, labels)
+    return chosen(**params).fit(scores, labels)
 
 
 def calibrator_from_dict(data: dict[str, Any]) -> Calibrator:

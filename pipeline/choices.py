@@ -13,7 +13,7 @@ from typing import Literal, get_args
 Device = Literal["auto", "cpu", "cuda"]
 """Where torch work runs: ``auto`` takes CUDA when present, else the CPU."""
 
-CalibrationMethod = Literal["best_f1", "percentile", "mean_std", "pot"]
+CalibrationMethod = Literal["best_f1", "event_f1", "percentile", "mean_std", "pot"]
 """Threshold rules of ``pipeline.calibration``."""
 
 PromotionMetric = Literal[
@@ -36,10 +36,14 @@ DetectorName = Literal[
 ]
 """Names of ``pipeline.detectors.registry.DETECTORS`` (the registry imports every model)."""
 
+BudgetScope = Literal["dataset", "entity"]
+"""What an alarm budget caps: a day's episodes over the whole dataset, or over each entity."""
+
 DEVICES: tuple[str, ...] = get_args(Device)
 CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
+BUDGET_SCOPES: tuple[str, ...] = get_args(BudgetScope)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Dataset, run-config and run-key names: no path separators, nothing a shell would expand."""

@@ -90,6 +90,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     _print(f"scores written to {steps.score(args.dataset, parse_date(args.date))}")
 
 
+def cmd_notify(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    sent = steps.notify(args.dataset, parse_date(args.date))
+    _print(f"sent {sent['subject']!r} to {', '.join(sent['to'])}")
+
+
 def cmd_promote(args: argparse.Namespace) -> None:
     from pipeline import steps
 
@@ -176,7 +183,7 @@ Commands = argparse._SubParsersAction  # what add_subparsers returns; argparse n
 
 
 def _add_data_commands(commands: Commands) -> None:
-    """Commands on daily partitions: write demo days, validate one, score one."""
+    """Commands on daily partitions: write demo days, validate, score or notify one."""
     generate = commands.add_parser("generate", help="write the synthetic vital-signs demo data")
     generate.add_argument("--start", default="2026-01-01")
     generate.add_argument("--days", type=int, default=9)
@@ -188,6 +195,7 @@ def _add_data_commands(commands: Commands) -> None:
     for name, handler, text in (
         ("validate", cmd_validate, "validate one landed day (quarantine it if it fails)"),
         ("score", cmd_score, "score one day with the @production model"),
+        ("notify", cmd_notify, "e-mail a scored day's digest to the dataset's owners"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--dataset", required=True)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.choices import (
     DETECTOR_NAMES,
     NAME_PATTERN,
+    BudgetScope,
     CalibrationMethod,
     Device,
     PromotionMetric,
@@ -101,6 +102,65 @@ class MonitoringSpec(BaseModel):
     report_entities: int = Field(default=3, ge=1, description="entities plotted in the report")
 
 
+def parse_duration(value: str, what: str) -> dt.timedelta:
+    """A duration written as a pandas offset alias (``5min``, ``2h``, ``1D``), or an error."""
+    import pandas as pd
+
+    try:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(value)).to_pytimedelta()
+    except ValueError as exc:
+        raise ValueError(f"{what} {value!r} is not a duration such as '5min' or '2h'") from exc
+
+
+class AlarmsSpec(BaseModel):
+    """How a day's alarm rows become the episodes people are shown, and how many of them.
+
+    Unset durations follow the sampling step (:class:`pipeline.episodes.EpisodeRule`): a gap
+    of five quiet steps still joins two alarms, and a sub-hourly episode needs three steps in
+    alarm (one reading is enough at hourly steps or coarser).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    merge_gap: str | None = Field(
+        default=None, description="longest quiet time inside one episode, e.g. '5min'"
+    )
+    min_duration: str | None = Field(
+        default=None, description="episodes shorter than this are dropped, e.g. '3min'"
+    )
+    max_episodes_per_day: int | None = Field(
+        default=None, ge=1, description="alarm budget: episodes a day shows at most"
+    )
+    budget_per: BudgetScope = Field(
+        default="dataset", description="the budget caps the whole dataset's day or each entity's"
+    )
+
+    @field_validator("merge_gap", "min_duration")
+    @classmethod
+    def _is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, "alarms duration")
+        return value
+
+
+class NotificationsSpec(BaseModel):
+    """Who hears about a dataset: its owners get failures, quarantined and drifted days, and
+    each scored day's digest of its top episodes (by e-mail, through ``smtp_default``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owners: list[str] = Field(default_factory=list, description="e-mail addresses")
+    digest_episodes: int = Field(default=10, ge=1, description="episodes a digest lists")
+
+    @field_validator("owners")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):
+                raise ValueError(f"owner {address!r} is not an e-mail address")
+        return value
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -121,6 +181,8 @@ class DatasetSpec(BaseModel):
         default=0.0, ge=0.0, le=1.0, description="largest share of missing values per feature"
     )
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
+    notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
 
     @field_validator("name")
     @classmethod

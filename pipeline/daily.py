@@ -1,4 +1,4 @@
-"""A landed day scored to its output partition: scores file, daily report and summary.
+"""A landed day scored to its output partition: scores, alarm episodes, report and summary.
 
 The day is read once, in chunks of whole entities (:meth:`ModelBundle.score_partition`): each
 chunk is scored, flagged and appended to the scores file, and adds to the day's drift counts
@@ -17,13 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline import monitoring
+from pipeline import budget, episodes, monitoring
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
 from pipeline.data import io
 from pipeline.report import DailyReport, entity_alarms, plotted_entities, rank_entities, render
 from pipeline.scoring import ModelBundle, PartitionScores
 
 SCORES_FILE = "scores.parquet"
+ALARMS_FILE = "alarms.parquet"
 SUMMARY_FILE = "summary.json"
 DAILY_REPORT_FILE = "report.html"
 
@@ -65,10 +66,13 @@ class _DayObserver:
             None if bundle.profile is None else monitoring.DriftAccumulator(bundle.profile)
         )
         self._alarms_by_entity: list[pd.DataFrame] = []
+        self._alarm_rows: list[pd.DataFrame] = []
 
     def __call__(self, own: pd.DataFrame, scores: pd.DataFrame) -> None:
         """Add one chunk: its canonical rows as landed and their scores."""
         self._alarms_by_entity.append(entity_alarms(scores, self._spec.step))
+        alarmed = scores["is_anomaly"].to_numpy(dtype=bool)
+        self._alarm_rows.append(scores.loc[alarmed, episodes.ALARM_ROW_COLUMNS])
         if self._drift is not None:
             self._drift.add(
                 self._bundle.scaler.transform(own[self._spec.feature_names].to_numpy()),
@@ -86,6 +90,27 @@ class _DayObserver:
         """Entities ranked by their alarms over the whole day."""
         return rank_entities(pd.concat(self._alarms_by_entity, ignore_index=True))
 
+    def episodes(self, day_start: pd.Timestamp, previous: Path | None) -> pd.DataFrame:
+        """The day's episodes, grouped with the ``previous`` day's alarm rows, within budget.
+
+        Alarm rows are a small share of a day, so they are held whole; the previous day's
+        are read back from its scores file (only its alarm rows and the columns grouping needs).
+        """
+        rows = [*self._alarm_rows]
+        if previous is not None and previous.is_file():
+            earlier = pd.read_parquet(
+                previous, columns=episodes.ALARM_ROW_COLUMNS, filters=[("is_anomaly", "==", True)]
+            )
+            rows.insert(0, earlier[earlier[TIMESTAMP] < day_start])
+        found = episodes.day_episodes(
+            pd.concat([part for part in rows if len(part)] or [rows[0]], ignore_index=True),
+            episodes.EpisodeRule.for_spec(self._spec),
+            self._spec.monitoring.top_features,
+            day_start,
+        )
+        alarms = self._spec.alarms
+        return budget.apply_budget(found, alarms.max_episodes_per_day, alarms.budget_per)
+
 
 def score_landed(
     bundle: ModelBundle,
@@ -96,16 +121,20 @@ def score_landed(
     out: Path,
     model_name: str,
     model_version: str,
+    previous_scores: Path | None = None,
 ) -> dict:
-    """Stream a validated day to ``out``: scores file, daily report and summary; return it.
+    """Stream a validated day to ``out``: scores, episodes, daily report and summary.
 
     The day is read once, chunk by chunk (:meth:`ModelBundle.score_partition`); each chunk
-    adds to the drift counts and the entity ranking, and the report reads back only its
-    plotted entities, so memory does not grow with the day. The caller holds the partition's
-    lock; each file is written atomically, the summary last.
+    adds to the drift counts, the entity ranking and the alarm rows, and the report reads back
+    only its plotted entities, so memory does not grow with the day. ``previous_scores``, the
+    previous day's scores file, lets an episode that crosses midnight keep its start. The
+    caller holds the partition's lock; each file is written atomically, the summary last.
+    Returns the summary.
     """
     observe = _DayObserver(bundle, spec)
     target = out / SCORES_FILE
+    day_start = pd.Timestamp(day, tz="UTC")
     totals = bundle.score_partition(
         landing,
         target,
@@ -113,8 +142,10 @@ def score_landed(
         constants={"model_name": model_name, "model_version": model_version},
         spec=spec,
         observe=observe,
-        day_start=pd.Timestamp(day, tz="UTC"),
+        day_start=day_start,
     )
+    found = observe.episodes(day_start, previous_scores)
+    io.write_parquet_atomic(found, out / ALARMS_FILE, schema=episodes.EPISODES_SCHEMA)
     drift = observe.drift()
     ranking = observe.ranking()
     plotted = plotted_entities(ranking, spec.monitoring.report_entities)
@@ -131,12 +162,15 @@ def score_landed(
         standardised=_standardised(bundle, spec, landing, plotted),
         drift=drift,
         entities_plotted=spec.monitoring.report_entities,
+        episodes=found,
+        budget=spec.alarms.max_episodes_per_day,
     )
     io.write_text_atomic(render(report), out / DAILY_REPORT_FILE)
     summary = {
         "dataset": spec.name,
         "date": day.isoformat(),
         **_counts(totals),
+        **_episode_counts(totals, found, spec),
         "threshold": bundle.threshold,
         "model_name": model_name,
         "model_version": model_version,
@@ -154,4 +188,15 @@ def _counts(totals: PartitionScores) -> dict[str, float]:
         "entities": totals.entities,
         "anomalies": totals.anomalies,
         "anomaly_rate": totals.anomalies / totals.rows,
+    }
+
+
+def _episode_counts(
+    totals: PartitionScores, found: pd.DataFrame, spec: DatasetSpec
+) -> dict[str, float | int]:
+    """The summary's alarm minutes beside the episodes they make, and those held back."""
+    return {
+        "alarm_minutes": totals.anomalies * spec.step.total_seconds() / 60,
+        "episodes": len(found),
+        "episodes_held_back": budget.held_back(found),
     }

@@ -3,7 +3,7 @@
 Generates ten days of bedside data for eight patients, breaks the last day on purpose (its
 ``spo2`` column is missing, as in a bad export), runs ``tsad_train`` and then ``tsad_score`` for
 every scoring day through Airflow itself, and prints what happened: evaluation metrics, the
-registered version and its alias, anomalies per day, and the quarantined day.
+registered version and its alias, alarm minutes and episodes per day, and the quarantined day.
 """
 
 from __future__ import annotations
@@ -58,7 +58,17 @@ def _summarise(settings: Settings, config: RunConfig, days: list[dt.date]) -> No
         "test-day metrics : "
         + ", ".join(
             f"{key}={float(metrics[key]):.3f}"
-            for key in ("vus_pr", "auc_pr", "auc_roc", "precision", "recall", "f1")
+            for key in (
+                "vus_pr",
+                "auc_pr",
+                "auc_roc",
+                "precision",
+                "recall",
+                "f1",
+                "episode_precision",
+                "episode_recall",
+                "episode_f1",
+            )
             if key in metrics
         )
     )
@@ -71,8 +81,9 @@ def _summarise(settings: Settings, config: RunConfig, days: list[dt.date]) -> No
             drift = data.get("drift") or {}
             drifted = ", ".join(drift.get("drifted_features", [])) or "scores"
             print(
-                f"  {day}  {data['rows']:>6} rows  {data['anomalies']:>5} alarms "
-                f"({data['anomaly_rate']:.2%})  model v{data['model_version']}"
+                f"  {day}  {data['rows']:>6} rows  {data['anomalies']:>5} alarm minutes "
+                f"({data['anomaly_rate']:.2%})  {data['episodes']:>3} episodes "
+                f"({data['episodes_held_back']} held back)  model v{data['model_version']}"
                 + (f"  DRIFT: {drifted}" if drift.get("drifted") else "")
             )
             print(f"              report: {summary.with_name(steps.DAILY_REPORT_FILE)}")

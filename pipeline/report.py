@@ -65,6 +65,10 @@ class DailyReport:
     standardised: pd.DataFrame
     drift: DriftReport | None
     entities_plotted: int = 3
+    episodes: pd.DataFrame | None = None
+    """The day's alarm episodes (:data:`pipeline.episodes.EPISODES_SCHEMA`), ranked."""
+    budget: int | None = None
+    """The dataset's alarm budget: episodes a day shows at most (None: no cap)."""
 
 
 def entity_alarms(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
@@ -215,6 +219,7 @@ def _summary(report: DailyReport) -> str:
             ("rows scored", f"{report.rows:,}"),
             ("entities", f"{len(report.ranking):,}"),
             ("alarms", f"{report.alarms:,}"),
+            ("episodes", "n/a" if report.episodes is None else f"{len(report.episodes):,}"),
             ("anomaly rate today", f"{rate:.2%}"),
             ("anomaly rate at calibration (reference days)", reference),
         ],
@@ -274,6 +279,36 @@ def _entity_sections(report: DailyReport) -> str:
     return "".join(parts)
 
 
+def _episodes_section(report: DailyReport) -> str:
+    """The day's episodes within the budget, highest peak first, and how many were held back."""
+    if report.episodes is None:
+        return ""
+    found = report.episodes
+    shown = found[found["within_budget"]]
+    held = len(found) - len(shown)
+    cap = (
+        "No alarm budget: every episode is listed."
+        if report.budget is None
+        else f"Alarm budget: {report.budget} episodes a day; {held} held back by it."
+    )
+    if shown.empty:
+        return f"<h2>Alarm episodes</h2><p>No alarm episodes today. {cap}</p>"
+    table = pd.DataFrame(
+        {
+            "episode": shown["episode_id"],
+            ENTITY: shown[ENTITY],
+            "start (UTC)": shown["start"].dt.strftime("%Y-%m-%d %H:%M"),
+            "end (UTC)": shown["end"].dt.strftime("%Y-%m-%d %H:%M"),
+            "minutes": shown["duration_minutes"].map("{:g}".format),
+            "peak score": shown["peak_score"],
+            "mean score": shown["mean_score"],
+            "top features": shown["top_features"].map(", ".join),
+            "from yesterday": shown["continued"].map({True: "yes", False: ""}),
+        }
+    )
+    return f"<h2>Alarm episodes</h2><p>{len(shown)} episodes listed. {cap}</p>" + _table(table)
+
+
 def render(report: DailyReport) -> str:
     """The report as one self-contained HTML document."""
     title = f"Daily anomaly report: {report.dataset} {report.date}"
@@ -285,6 +320,7 @@ def render(report: DailyReport) -> str:
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         + _summary(report)
+        + _episodes_section(report)
         + _drift_section(report.drift)
         + "<h2>Entities ranked by time in alarm</h2>"
         + _table(shown)

@@ -399,6 +399,11 @@ class ModelBundle:
         )
 
     @classmethod
+    def load_spec(cls, directory: Path) -> DatasetSpec:
+        """The dataset spec the model was trained for."""
+        return DatasetSpec.model_validate(yaml.safe_load((directory / cls.SPEC_FILE).read_text()))
+
+    @classmethod
     def save_entities(cls, entities: Iterable[str], directory: Path) -> None:
         """Record the entities seen in training, so scoring can flag the ones it never saw."""
         (directory / cls.ENTITIES_FILE).write_text(json.dumps(sorted(set(entities)), indent=0))
@@ -415,9 +420,7 @@ class ModelBundle:
         calibrator = cls.load_calibrator(directory)
         profile, entities = directory / cls.PROFILE_FILE, directory / cls.ENTITIES_FILE
         return cls(
-            spec=DatasetSpec.model_validate(
-                yaml.safe_load((directory / cls.SPEC_FILE).read_text())
-            ),
+            spec=cls.load_spec(directory),
             scaler=cls.load_scaler(directory),
             detector=cls.load_detector(directory, device=device),
             calibrator=calibrator,

@@ -16,6 +16,7 @@ from pipeline.calibration import (
     PercentileThreshold,
     PotThreshold,
     calibrator_from_dict,
+    fit_calibrator,
     make_calibrator,
 )
 from pipeline.checks import NotFittedError
@@ -179,3 +180,19 @@ def test_pot_needs_enough_excesses() -> None:
 def test_labels_must_match_scores() -> None:
     with pytest.raises(ValueError, match="labels have 2 points"):
         BestF1Threshold().fit([0.1, 0.2, 0.3], [0, 1])
+
+
+def test_event_f1_looks_past_isolated_spikes_to_the_events_people_act_on() -> None:
+    """Single-step spikes outscore the two labeled events; grouped into episodes they are too
+    short to count, so the event-F1 cut sits at the events with every episode right."""
+    scores = np.zeros(1000)
+    labels = np.zeros(1000, dtype=bool)
+    scores[[100, 300, 500]] = 10.0
+    for start in (600, 800):
+        scores[start : start + 20] = 5.0
+        labels[start : start + 20] = True
+    calibrator = fit_calibrator("event_f1", scores, labels, gap_steps=5, min_steps=3)
+    assert calibrator.threshold_ == 5.0 and calibrator.params == {"gap_steps": 5, "min_steps": 3}
+    assert calibrator_from_dict(calibrator.to_dict()).threshold_ == 5.0
+    with pytest.raises(ValueError, match="min_steps >= 1"):
+        make_calibrator("event_f1", gap_steps=5, min_steps=0)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import daily, monitoring, tracking
+from pipeline import budget, daily, episodes, monitoring, tracking
 from pipeline.calibration import make_calibrator
 from pipeline.config import DatasetSpec
 from pipeline.data import flags, io
@@ -178,6 +178,16 @@ def in_memory_day(
         bundle.threshold,
         spec.monitoring.drift_level,
     )
+    found = budget.apply_budget(
+        episodes.day_episodes(
+            scores.loc[scores["is_anomaly"], episodes.ALARM_ROW_COLUMNS],
+            episodes.EpisodeRule.for_spec(spec),
+            spec.monitoring.top_features,
+            pd.Timestamp(START, tz="UTC"),
+        ),
+        spec.alarms.max_episodes_per_day,
+        spec.alarms.budget_per,
+    )
     page = render(
         DailyReport(
             dataset=spec.name,
@@ -192,6 +202,8 @@ def in_memory_day(
             standardised=standardised,
             drift=day_drift,
             entities_plotted=spec.monitoring.report_entities,
+            episodes=found,
+            budget=spec.alarms.max_episodes_per_day,
         )
     )
     summary = {
@@ -201,6 +213,9 @@ def in_memory_day(
         "entities": int(scores["entity"].nunique()),
         "anomalies": int(scores["is_anomaly"].sum()),
         "anomaly_rate": float(scores["is_anomaly"].mean()),
+        "alarm_minutes": float(scores["is_anomaly"].sum()),
+        "episodes": len(found),
+        "episodes_held_back": budget.held_back(found),
         "threshold": bundle.threshold,
         "model_name": "tsad-vitals",
         "model_version": "3",
@@ -340,3 +355,48 @@ def test_an_ensemble_scores_a_day_with_its_widest_members_context(
     pd.testing.assert_frame_equal(written, expected, check_dtype=False, rtol=1e-6)
     assert np.isfinite(written["score"]).all() and written["is_anomaly"].any()
     assert written.loc[written["is_anomaly"], "top_features"].map(len).gt(0).all()
+
+
+def test_each_scored_day_writes_its_episodes_and_one_crossing_midnight_keeps_its_id(
+    tmp_path: Path, days: list[pd.DataFrame], bundle: ModelBundle
+) -> None:
+    """Every row alarms: each patient is one episode; the one that alarmed in the last minutes
+    of the previous day's scores continues that episode, start and id included."""
+    restless = replace(bundle, calibrator=make_calibrator("percentile").fit([-1e12, -1e11]))
+    today = landed(tmp_path / "today", days[2], parts=1)
+    third_day = START + dt.timedelta(days=2)
+    midnight = pd.Timestamp(third_day, tz="UTC")
+    patients = sorted(io.to_canonical(days[2], bundle.spec)["entity"].unique())
+    yesterday = pd.DataFrame(
+        {
+            "timestamp": [midnight - pd.Timedelta(minutes=m) for m in (2, 1, 30)],
+            "entity": [patients[0], patients[0], patients[1]],
+            "score": 1.0,
+            "is_anomaly": True,
+            "top_features": [["spo2"]] * 3,
+            "model_version": "2",
+        }
+    )
+    previous = tmp_path / "previous" / "scores.parquet"
+    previous.parent.mkdir()
+    yesterday.to_parquet(previous)
+
+    def scored(out: str) -> pd.DataFrame:
+        summary = daily.score_landed(
+            restless, restless.spec, third_day, today, None, tmp_path / out, "m", "3", previous
+        )
+        assert summary["episodes"] == len(patients) and summary["episodes_held_back"] == 0
+        assert summary["alarm_minutes"] == summary["anomalies"] == len(days[2])
+        return pd.read_parquet(tmp_path / out / "alarms.parquet")
+
+    found = scored("first").set_index("entity")
+    assert found.loc[patients[0], "start"] == midnight - pd.Timedelta(minutes=2)
+    assert found.loc[patients[0], "episode_id"] == episodes.episode_id(
+        patients[0], midnight - pd.Timedelta(minutes=2)
+    )
+    assert found["continued"].tolist() == [entity == patients[0] for entity in found.index]
+    assert (found.drop(index=patients[0])["start"] == midnight).all()
+    assert (found["model_version"] == "3").all()
+    pd.testing.assert_frame_equal(scored("rerun").set_index("entity"), found)
+    report = (tmp_path / "first" / "report.html").read_text()
+    assert "Alarm episodes" in report and found["episode_id"].iloc[0] in report

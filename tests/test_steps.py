@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from pipeline import steps, tracking
 from pipeline.config import DatasetSpec, RunConfig, Settings
@@ -82,6 +83,35 @@ def test_calibration_and_evaluation_use_their_own_days(ward):
     assert (run_dir / "evaluation" / "test_scores.png").stat().st_size > 10_000
 
 
+def test_event_f1_calibration_targets_episodes_and_reports_them_at_the_budget(ward, tmp_path):
+    """The same trained detector calibrated for episodes: the rule comes from the dataset
+    spec, and the validation days' episode precision and recall are reported, uncapped and
+    at a budget of one episode a day."""
+    _, run_dir, *_ = ward
+    copied = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    config = json.loads((copied / "run.json").read_text()) | {"calibration": "event_f1"}
+    (copied / "run.json").write_text(json.dumps(config))
+    spec_file = copied / "bundle" / "spec.yaml"
+    spec = DatasetSpec.load("vitals").model_dump(mode="json")
+    spec["alarms"] = {"max_episodes_per_day": 1, "budget_per": "dataset"}
+    spec_file.write_text(yaml.safe_dump(spec))
+
+    steps.evaluate(steps.calibrate(str(copied)))
+
+    calibration = json.loads((copied / "bundle" / "calibration.json").read_text())
+    assert calibration["method"] == "event_f1"
+    assert calibration["params"] == {"gap_steps": 5, "min_steps": 3}
+    report = json.loads((copied / "evaluation" / "calibration_report.json").read_text())
+    assert report["threshold"] == calibration["threshold"]
+    assert 0 < report["episode_f1"] <= 1
+    capped = report["at_budget"]
+    assert capped["max_episodes_per_day"] == 1 and capped["episodes"] >= 1
+    assert capped["episodes_held_back"] == capped["episodes"] - 1  # one validation day
+    assert capped["recall"] <= report["episode_recall"]
+    metrics = json.loads((copied / "evaluation" / "metrics.json").read_text())
+    assert {"episode_precision", "episode_recall", "episode_f1"} <= set(metrics)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a worker without CUDA")
 def test_a_run_trained_on_a_gpu_worker_is_calibrated_and_evaluated_on_a_cpu_worker(ward, tmp_path):
     _, run_dir, *_ = ward
@@ -112,6 +142,7 @@ def test_score_gives_every_row_a_score_and_reruns_replace(ward):
     settings, *_ = ward
     path = Path(steps.score("vitals", day(4), settings))
     first = pd.read_parquet(path)
+    first_episodes = pd.read_parquet(path.with_name("alarms.parquet"))
     landed = pd.read_parquet(landing_file(settings, day(4)))
     assert len(first) == len(landed)
     assert list(first.columns) == [
@@ -131,7 +162,9 @@ def test_score_gives_every_row_a_score_and_reruns_replace(ward):
     assert first["timestamp"].min() == pd.Timestamp(day(4), tz="UTC")
     steps.score("vitals", day(4), settings)
     pd.testing.assert_frame_equal(pd.read_parquet(path), first)
+    pd.testing.assert_frame_equal(pd.read_parquet(path.with_name("alarms.parquet")), first_episodes)
     assert sorted(p.name for p in path.parent.iterdir()) == [
+        "alarms.parquet",
         "report.html",
         "scores.parquet",
         "summary.json",

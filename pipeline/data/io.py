@@ -347,10 +347,19 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
-    """Write ``frame`` to ``target`` so that it appears complete or not at all."""
+def write_parquet_atomic(
+    frame: pd.DataFrame, target: Path, schema: pa.Schema | None = None
+) -> Path:
+    """Write ``frame`` to ``target`` so that it appears complete or not at all.
+
+    An explicit ``schema`` types the columns even when the frame has no rows to infer from.
+    """
     with _committed(target) as temporary:
-        frame.to_parquet(temporary, index=False)
+        if schema is None:
+            frame.to_parquet(temporary, index=False)
+        else:
+            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            pq.write_table(table, temporary)
     return target
 
 

@@ -10,11 +10,13 @@ the DAG task). One module per DAG concern:
   (:mod:`~pipeline.steps.run_dir` names its files);
 - :mod:`~pipeline.steps.registration`: register a run, promote a version;
 - :mod:`~pipeline.steps.scoring`: score a day with the production model, read its drift;
+- :mod:`~pipeline.steps.notification`: a scored day's digest for the owners, composed or sent;
 - :mod:`~pipeline.steps.demo_data`: the synthetic demo days.
 """
 
-from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
+from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 from pipeline.steps.demo_data import generate
+from pipeline.steps.notification import day_digest, notify, owners
 from pipeline.steps.registration import (
     PromotionResult,
     promote_challenger,
@@ -44,6 +46,7 @@ from pipeline.steps.validation import (
 )
 
 __all__ = [
+    "ALARMS_FILE",
     "DAILY_REPORT_FILE",
     "REPORT_FILE",
     "SCORES_FILE",
@@ -53,12 +56,15 @@ __all__ = [
     "RunDir",
     "TrainingDataRejected",
     "calibrate",
+    "day_digest",
     "detector_params",
     "drift_status",
     "evaluate",
     "generate",
     "is_validated",
     "load_day",
+    "notify",
+    "owners",
     "prepare",
     "promote_challenger",
     "promote_version",

@@ -8,7 +8,7 @@ file under it is named here::
     checkpoints/              the trainer's checkpoints (resume after a crash)
     history.json              per-epoch losses of a torch detector (the run's loss curves)
     bundle/                   the model (its own files are named by ModelBundle)
-    evaluation/               metrics.json and the figures
+    evaluation/               metrics.json, calibration_report.json and the figures
     validation_reports.json   the passing validation reports of every day read
     data_docs/<date>.html     their Great Expectations Data Docs pages
 """
@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from pipeline.config import LABEL, TIMESTAMP, RunConfig, Settings
+from pipeline.config import ENTITY, LABEL, TIMESTAMP, RunConfig, Settings
 from pipeline.data.windows import Segments, timestamps_ns
 
 Split = Literal["train", "validation", "test"]
@@ -33,11 +33,34 @@ Split = Literal["train", "validation", "test"]
 
 @dataclass(frozen=True)
 class PreparedSplit:
-    """One split as ``prepare`` stored it: scaled segments, their timestamps and labels."""
+    """One split as ``prepare`` stored it: scaled segments, their timestamps and labels.
+
+    ``entities`` names each row's entity, so alarms group into episodes per entity (None in
+    runs prepared before it was stored).
+    """
 
     segments: Segments
     timestamps: np.ndarray
     labels: np.ndarray | None
+    entities: np.ndarray | None = None
+
+    def frame(self, scores: np.ndarray) -> pd.DataFrame:
+        """``timestamp`` (UTC), ``entity``, ``score`` and ``label`` per row: what episodes read.
+
+        Without stored entities, each gap-free segment stands for one.
+        """
+        if self.entities is None:
+            entities = np.repeat(np.arange(len(self.segments.lengths)), self.segments.lengths)
+        else:
+            entities = self.entities
+        return pd.DataFrame(
+            {
+                TIMESTAMP: pd.to_datetime(self.timestamps).tz_localize("UTC"),
+                ENTITY: entities.astype(str),
+                "score": scores,
+                LABEL: np.zeros(len(scores), dtype=np.int8) if self.labels is None else self.labels,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,11 @@ class RunDir:
         return self.evaluation / "metrics.json"
 
     @property
+    def calibration_report(self) -> Path:
+        """Episode precision and recall on the validation days, uncapped and at the budget."""
+        return self.evaluation / "calibration_report.json"
+
+    @property
     def validation_reports(self) -> Path:
         return self.path / "validation_reports.json"
 
@@ -109,6 +137,7 @@ class RunDir:
             "values": segments.values,
             "bounds": segments.bounds,
             "timestamps": timestamps_ns(frame[TIMESTAMP]),
+            "entities": frame[ENTITY].astype(str).to_numpy(dtype=str),
         }
         if LABEL in frame:
             arrays["labels"] = frame[LABEL].to_numpy(dtype=np.int8)
@@ -116,6 +145,7 @@ class RunDir:
 
     def load_split(self, split: Split) -> PreparedSplit:
         with np.load(self.prepared(split)) as data:
-            labels = data.get("labels")
+            labels, entities = data.get("labels"), data.get("entities")
             timestamps = data["timestamps"].astype("datetime64[ns]")
-            return PreparedSplit(Segments(data["values"], data["bounds"]), timestamps, labels)
+            segments = Segments(data["values"], data["bounds"])
+            return PreparedSplit(segments, timestamps, labels, entities)

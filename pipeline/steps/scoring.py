@@ -27,9 +27,11 @@ def _context(settings: Settings, spec: DatasetSpec, day: dt.date) -> Path | None
 def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     """Score one day with the ``@production`` model; write scores, summary and report atomically.
 
-    Beside the scores go ``summary.json`` (with the drift indicators) and ``report.html``, the
-    daily report, which is also logged to the day's MLflow scoring run. A rerun for the same
-    day replaces the output. Returns the path of the scores file.
+    Beside the scores go ``alarms.parquet`` (the day's alarm episodes, grouped with the
+    previous day's scored alarms when an episode crosses midnight), ``summary.json`` (with
+    the drift indicators) and ``report.html``, the daily report, which is also logged to the
+    day's MLflow scoring run. A rerun for the same day replaces the output. Returns the path
+    of the scores file.
     """
     from pipeline import tracking
 
@@ -40,9 +42,18 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     landing = validated_landing(settings, spec, day)
     context = _context(settings, spec, day)
     out = settings.partition("scores", dataset, day)
+    previous = settings.partition("scores", dataset, day - dt.timedelta(days=1)) / SCORES_FILE
     with io.exclusive_partition(out):
         summary = score_landed(
-            model.bundle, spec, day, landing, context, out, model.name, model.version
+            model.bundle,
+            spec,
+            day,
+            landing,
+            context,
+            out,
+            model.name,
+            model.version,
+            previous_scores=previous,
         )
     tracking.log_scoring_run(
         settings,

@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluation, monitoring
+from pipeline import budget, episodes, evaluation, monitoring
 from pipeline.calibration import fit_calibrator
+from pipeline.checks import alarms
 from pipeline.config import ENTITY, DatasetSpec, RunConfig, Settings
 from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import WORKER_DEVICE, ModelBundle
-from pipeline.steps.run_dir import RunDir, Split
+from pipeline.steps.run_dir import PreparedSplit, RunDir, Split
 from pipeline.steps.validation import load_day
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,13 @@ def calibrate(run_dir: str) -> str:
     else:
         log.warning("validation days carry no anomaly labels: calibrating on training scores")
         scores, labels = detector.score(train_split.segments), None
-    calibrator = fit_calibrator(config.calibration, scores, labels)
+    spec = ModelBundle.load_spec(run.bundle)
+    rule = episodes.EpisodeRule.for_spec(spec)
+    params = rule.step_params() if config.calibration == "event_f1" else {}
+    calibrator = fit_calibrator(config.calibration, scores, labels, **params)
     ModelBundle.save_calibrator(calibrator, run.bundle)
+    if labels is not None:
+        _report_calibration(run, validation, scores, calibrator.threshold_, spec)
     profile = monitoring.ReferenceProfile.build(
         list(ModelBundle.load_scaler(run.bundle).features),
         train_split.segments.values,
@@ -149,6 +155,27 @@ def calibrate(run_dir: str) -> str:
     )
     ModelBundle.save_profile(profile, run.bundle)
     return run_dir
+
+
+def _report_calibration(
+    run: RunDir, validation: PreparedSplit, scores: np.ndarray, threshold: float, spec: DatasetSpec
+) -> None:
+    """Episode precision and recall on the validation days at the threshold, and at the budget.
+
+    What a team would have been shown on those days: every episode, and only the alarm
+    budget's share of each day (``alarms.max_episodes_per_day``).
+    """
+    frame = validation.frame(scores)
+    alarmed = alarms(scores, threshold)
+    rule = episodes.EpisodeRule.for_spec(spec)
+    found = episodes.labeled_frame_episodes(frame, alarmed, rule)
+    report = {
+        "threshold": threshold,
+        **episodes.match_events(frame, found, rule),
+        "at_budget": budget.at_budget(frame, alarmed, rule, spec.alarms),
+    }
+    run.evaluation.mkdir(exist_ok=True)
+    run.calibration_report.write_text(json.dumps(report, indent=2))
 
 
 def evaluate(run_dir: str) -> str:
@@ -160,6 +187,9 @@ def evaluate(run_dir: str) -> str:
         raise ValueError("test days carry no labels: evaluation needs labeled data")
     scores = bundle.detector.score(split.segments)
     metrics = evaluation.evaluate(split.labels, scores, bundle.threshold)
+    frame, rule = split.frame(scores), episodes.EpisodeRule.for_spec(bundle.spec)
+    found = episodes.labeled_frame_episodes(frame, bundle.calibrator.predict(scores), rule)
+    metrics |= episodes.match_events(frame, found, rule)
     run.evaluation.mkdir(exist_ok=True)
     run.metrics_file.write_text(json.dumps(metrics, indent=2))
     title = f"{bundle.spec.name} / {bundle.detector.name}: test days, entities back to back"

@@ -1,0 +1,144 @@
+"""The digest of a scored day, composed and sent by `tsad notify` to a real SMTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from email.message import Message as EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiosmtpd.controller import Controller
+
+from pipeline import budget, daily, digest, episodes
+from pipeline.config import Settings
+from pipeline.data import io
+from pipeline.smtp import SmtpConnection, SmtpSettingsError
+
+DAY = dt.date(2026, 1, 9)
+MIDNIGHT = pd.Timestamp(DAY, tz="UTC")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], EmailMessage]] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=default)
+        self.messages.append((list(envelope.rcpt_tos), parsed))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    with socket.socket() as probe:  # a free port: the controller checks it can connect to it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def scored_day(settings: Settings) -> Path:
+    """A scored day's episodes and summary, as daily scoring writes them: three episodes,
+    one held back by a budget of two."""
+    rows = pd.DataFrame(
+        {
+            "timestamp": [MIDNIGHT + pd.Timedelta(minutes=m) for m in range(3)] * 3,
+            "entity": ["bed-1"] * 3 + ["bed-2"] * 3 + ["bed-3"] * 3,
+            "score": [9.0, 9.5, 9.2, 4.0, 4.1, 4.2, 1.0, 1.1, 1.2],
+            "top_features": [["spo2", "heart_rate"]] * 9,
+            "model_version": "5",
+        }
+    )
+    rule = episodes.EpisodeRule(dt.timedelta(minutes=1), dt.timedelta(minutes=5), dt.timedelta(0))
+    found = budget.apply_budget(episodes.day_episodes(rows, rule, 2, MIDNIGHT), 2, "dataset")
+    out = settings.partition("scores", "vitals", DAY)
+    io.write_parquet_atomic(found, out / daily.ALARMS_FILE, schema=episodes.EPISODES_SCHEMA)
+    summary = {
+        "entities": 8,
+        "alarm_minutes": 9.0,
+        "episodes": 3,
+        "episodes_held_back": 1,
+        "model_name": "tsad-vitals",
+        "model_version": "5",
+        "drift": {"drifted": False},
+    }
+    io.write_text_atomic(pd.Series(summary).to_json(), out / daily.SUMMARY_FILE)
+    return out
+
+
+def tsad(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def test_tsad_notify_mails_the_digest_to_the_owners(tsad_home: Settings, smtp_server) -> None:
+    inbox, port = smtp_server
+    out = scored_day(tsad_home)
+    uri = f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&from_email=tsad%40example.org"
+    env = os.environ | {"AIRFLOW_CONN_SMTP_DEFAULT": uri, "PYTHONPATH": str(ROOT)}
+
+    done = tsad("notify", "--dataset", "vitals", "--date", DAY.isoformat(), env=env)
+
+    assert done.returncode == 0, done.stderr
+    [(recipients, message)] = inbox.messages
+    assert recipients == ["ward-owner@example.org"]  # the demo spec's owner
+    assert message["From"] == "tsad@example.org"
+    assert message["Subject"] == "[tsad] vitals 2026-01-09: 2 alarm episodes"
+    body = message.get_content()
+    assert "2 episodes from 9 alarm minutes over 8 entities" in body
+    assert "held back 1 lower-ranked" in body
+    first, second = body.index("1. bed-1"), body.index("2. bed-2")
+    assert first < second and "bed-3" not in body
+    assert "2026-01-09 00:00-00:03 UTC  3 min" in body
+    assert "top features: spo2, heart_rate" in body
+    assert f"Report: {out / daily.DAILY_REPORT_FILE}" in body
+
+
+def test_notify_without_a_connection_or_for_an_unscored_day_says_why(tsad_home: Settings) -> None:
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
+    unscored = tsad("notify", "--dataset", "vitals", "--date", "2026-02-01", env=env)
+    assert unscored.returncode == 1 and "no scored day" in unscored.stderr
+    scored_day(tsad_home)
+    unset = tsad("notify", "--dataset", "vitals", "--date", DAY.isoformat(), env=env)
+    assert unset.returncode == 1 and "AIRFLOW_CONN_SMTP_DEFAULT is not set" in unset.stderr
+
+
+def test_the_connection_uri_reads_as_airflow_reads_it() -> None:
+    connection = SmtpConnection.from_uri(
+        "smtp://alerts%40example.org:s%3Acret@mail.example.org:587?from_email=tsad%40example.org"
+    )
+    assert (connection.host, connection.port) == ("mail.example.org", 587)
+    assert (connection.login, connection.password) == ("alerts@example.org", "s:cret")
+    assert connection.use_ssl and connection.starttls
+    assert SmtpConnection.from_uri("smtp://localhost?disable_ssl=true").port == 25
+    with pytest.raises(SmtpSettingsError, match="SMTP connection URI"):
+        SmtpConnection.from_uri("postgresql://db/tsad")
+
+
+def test_an_alert_names_the_dataset_the_day_and_what_happened() -> None:
+    alert = digest.compose_alert("quarantined", "vitals", "2026-01-10", "column 'spo2' missing")
+    assert alert.subject == "[tsad] vitals 2026-01-10: quarantined"
+    assert "column 'spo2' missing" in alert.body
