@@ -130,7 +130,7 @@ def tsad_score():
         notify_owners(status["dataset"], notice.subject, notice.body, get_current_context())
         return status
 
-    @task(**IO_RETRIES)
+    @task(**IO_RETRIES, **SHORT)
     def send_digest(scores_path: str, params: dict | None = None) -> str:
         from pipeline import steps
         from pipeline.config import parse_date
