@@ -190,7 +190,7 @@ def _rejected(change: Callable[[Lab, dt.date], None], problem: str) -> Callable[
         kept = {
             name: digest
             for name, digest in checksums(quarantine).items()
-            if name != "validation_report.json"
+            if name not in {"validation_report.json", "validation_report.html"}
         }
         landing_intact = checksums(lab.landing(day)) == before
         checks = {

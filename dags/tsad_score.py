@@ -28,6 +28,7 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
 SHORT = {"execution_timeout": timedelta(minutes=10)}
 COMPUTE = {"execution_timeout": timedelta(hours=2)}
 DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
+SMTP_CONNECTION = "smtp_default"
 
 
 def partition_date(params: dict, data_interval_start: datetime | None) -> str:
@@ -39,8 +40,24 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     return data_interval_start.strftime("%Y-%m-%d")
 
 
+def smtp_configured() -> bool:
+    """Whether Airflow knows the ``smtp_default`` connection: without it, mail is off."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        Connection.get(SMTP_CONNECTION)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
 def notify_owners(dataset: str, subject: str, body: str, context) -> bool:
-    """E-mail the dataset's owners through the SMTP notifier; False when it has none."""
+    """E-mail the dataset's owners through the SMTP notifier.
+
+    False, and nothing sent, when the dataset names no owners or no ``smtp_default``
+    connection is configured (a deployment without mail scores all the same).
+    """
     from html import escape
 
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -48,10 +65,11 @@ def notify_owners(dataset: str, subject: str, body: str, context) -> bool:
     from pipeline import steps
 
     owners = steps.owners(dataset)
-    if owners:
-        html = f"<pre>{escape(body)}</pre>"
-        SmtpNotifier(to=owners, subject=subject, html_content=html).notify(context)
-    return bool(owners)
+    if not owners or not smtp_configured():
+        return False
+    html = f"<pre>{escape(body)}</pre>"
+    SmtpNotifier(to=owners, subject=subject, html_content=html).notify(context)
+    return True
 
 
 def on_task_failure(context) -> None:
@@ -141,7 +159,9 @@ def tsad_score():
         if not notify_owners(
             status["dataset"], message.subject, message.body, get_current_context()
         ):
-            raise AirflowSkipException(f"{status['dataset']}: no owners to notify")
+            raise AirflowSkipException(
+                f"{status['dataset']}: no owners or no {SMTP_CONNECTION} connection to notify"
+            )
         return message.subject
 
     scores = score(validate())
