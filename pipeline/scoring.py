@@ -31,7 +31,7 @@ import yaml
 from pipeline import attribution
 from pipeline.calibration import Calibrator, calibrator_from_dict
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
-from pipeline.data import flags, io
+from pipeline.data import flags, io, regroup
 from pipeline.data.windows import (
     Segments,
     StandardScaler,
@@ -117,8 +117,8 @@ def _score_then_finish(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsad-finish") as finisher:
         finishing: Future[None] | None = None
         for rows in chunks:
-            own = rows[rows[io.PARTITION] == 0]
-            earlier = rows[rows[io.PARTITION] == 1]
+            own = rows[rows[regroup.PARTITION] == 0]
+            earlier = rows[rows[regroup.PARTITION] == 1]
             scores = score(own, earlier)
             if finishing is not None:
                 finishing.result()
@@ -302,7 +302,7 @@ class ModelBundle:
             tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
             io.parquet_writer_atomic(target, scores_schema(constants)) as append,
             contextlib.closing(
-                read_ahead(io.regroup_by_entity(sources, spec, chunks, Path(spill), since))
+                read_ahead(regroup.regroup_by_entity(sources, spec, chunks, Path(spill), since))
             ) as regrouped,
         ):
             _score_then_finish(regrouped, self._score_entities, finish)
@@ -369,7 +369,10 @@ class ModelBundle:
 
     @classmethod
     def save_detector(cls, detector: Detector, directory: Path) -> None:
-        detector.save(directory / cls.DETECTOR_DIR)
+        """The detector's folder, staged whole then moved in: never new weights beside an old
+        config, whenever a crash comes."""
+        with io.staged_directory(directory / cls.DETECTOR_DIR) as staged:
+            detector.save(staged)
 
     @classmethod
     def load_detector(cls, directory: Path, device: str | None = None) -> Detector:

@@ -1,37 +1,31 @@
 """Bad input, crashes and outages on a real home: the cases of ``make reliability``, fewer kills.
 
-The full run (20 kills, every case) is ``make reliability``; here each fault runs once or a few
-times so the suite proves the same behaviour in a minute or two.
+The full run (20 random kills, every case) is ``make reliability``; here each fault runs once
+or a few times, and every crash point of :mod:`pipeline.crash_points` is killed for real.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmarks import reliability
+from benchmarks import crash_points, reliability
 from benchmarks.reliability import CASES, Lab, build_lab
-from pipeline import tracking
+from pipeline import steps, tracking
 from pipeline.config import Settings
 from pipeline.scoring import ModelBundle, ModelMismatchError
 
-# Cases the suite proves elsewhere, more cheaply: the kill loop below (3 kills), resuming in
-# tests/detectors/test_trainer.py, model mismatch and a missing alias in this file and
-# tests/test_steps.py, and the last case, which needs every other case to have run first.
-SHOWN_ELSEWHERE = (
-    "SIGKILL",
-    "training killed",
-    "production model",
-    "no @production alias",
-    "other days",
-)
+# Cases the suite proves elsewhere: random kills by the kills at every crash point below, and
+# the last case, which needs every other case to have run first.
+SHOWN_ELSEWHERE = ("SIGKILL", "other days")
 
 
 @pytest.fixture(scope="module")
 def lab(module_home: Settings) -> Lab:
-    return build_lab(module_home, kills=3)
+    return build_lab(module_home, kills=0)  # no random kills: see the crash points
 
 
 @pytest.mark.parametrize(
@@ -43,11 +37,28 @@ def test_case_is_handled_without_losing_data(lab: Lab, case: reliability.Case) -
     assert outcome.lost == 0
 
 
-@pytest.mark.slow
-def test_sigkill_while_scoring_then_rerun_is_byte_identical(lab: Lab) -> None:
-    outcome = reliability._kill_while_scoring(lab)
-    assert outcome.passed, outcome.observed
-    assert "3/3 byte-identical" in outcome.observed
+def test_kills_inside_each_scoring_write_leave_nothing_or_the_previous_day(lab: Lab) -> None:
+    """Killed at every point over the previous output, and on a day never scored in its last
+    write, the partition holds the previous output or nothing; a rerun is byte-identical."""
+    points = list(crash_points.scoring_points(f"date={reliability.REFERENCE_DAY.isoformat()}"))
+    results = crash_points.kill_scoring(lab, points, ["commit:summary.json"])
+    assert [result.point for result in results] == points
+    assert all(result.passed for result in results), [result.cells() for result in results]
+    assert [result.kills for result in results] == [1, 1, 1, 1, 2, 1, 1]
+
+
+def test_training_killed_mid_epoch_and_inside_its_writes_resumes_to_the_same_model(
+    lab: Lab,
+) -> None:
+    """Real SIGKILLs mid-epoch, in the checkpoint write and in the detector's; the resumed run
+    ends with the undisturbed run's detector, byte for byte. (Replacing a detector is the same
+    folder swap as replacing a scored day, killed in the test above.)"""
+    config = reliability.run_config(reliability.START, epochs=3, device="cpu")
+    prepared = Path(steps.prepare(config, lab.settings))
+    training = crash_points.TrainingLab.build(lab, prepared)
+    results = crash_points.kill_training(training, replacing=False)
+    assert [result.point for result in results] == ["epoch:2", "commit:last.pt", "staged:detector"]
+    assert all(result.passed for result in results), [result.cells() for result in results]
 
 
 def test_a_model_at_another_step_or_with_a_window_longer_than_a_day_is_refused(lab: Lab) -> None:

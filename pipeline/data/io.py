@@ -22,14 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline import crash_points
 from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec
 
 READABLE_SUFFIXES = (".parquet", ".csv")
 CSV_MISTAKEN_DELIMITERS = (";", "\t", "|")
 # Rows decoded at a time when a partition is streamed: a few MB, whatever the day's size.
 ROWS_PER_READ = 65_536
-# Column of a regrouped chunk naming the partition (by position) each row came from.
-PARTITION = "__tsad_partition"
 
 
 class BatchReadError(ValueError):
@@ -188,94 +187,6 @@ def read_entities(directory: Path, spec: DatasetSpec, entities: Sequence[str]) -
     return pd.concat(parts, ignore_index=True)
 
 
-def _chunk_schema(spec: DatasetSpec) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC")),
-            pa.field(ENTITY, pa.string()),
-            *(pa.field(name, pa.float64()) for name in spec.feature_names),
-            pa.field(PARTITION, pa.int8()),
-        ]
-    )
-
-
-def regroup_by_entity(
-    partitions: Sequence[Path],
-    spec: DatasetSpec,
-    chunks: Sequence[np.ndarray],
-    spill_dir: Path,
-    since: Sequence[pd.Timestamp | None] | None = None,
-) -> Iterator[pd.DataFrame]:
-    """Canonical rows of ``partitions`` regrouped into ``chunks`` of entities, one by one.
-
-    A day's export may list its rows in any order (often by time, every entity interleaved).
-    One streaming pass over each partition appends each batch's rows to a spill file per chunk
-    in ``spill_dir``; reading a chunk back gives all rows of its entities. Peak memory is one
-    read batch plus one chunk, so it does not grow with the number of entities. Rows of
-    entities outside ``chunks`` are dropped; the :data:`PARTITION` column holds the position
-    in ``partitions`` each row came from. ``since`` gives, per partition, the earliest
-    timestamp kept (``None``: every row).
-    """
-    schema = _chunk_schema(spec)
-    since = since or [None] * len(partitions)
-    entities = pa.array(np.concatenate(chunks) if chunks else [], pa.string())
-    chunk_of = np.repeat(np.arange(len(chunks)), [len(chosen) for chosen in chunks])
-    paths = [spill_dir / f"chunk-{index}.arrows" for index in range(len(chunks))]
-    writers: dict[int, pa.RecordBatchStreamWriter] = {}
-    try:
-        for position, (directory, earliest) in enumerate(zip(partitions, since, strict=True)):
-            for raw in read_batches(directory, scoring_columns(spec), earliest):
-                frame = to_canonical(raw, spec)
-                frame[PARTITION] = np.int8(position)
-                codes = _chunk_codes(frame, entities, chunk_of, earliest)
-                # One conversion per batch, on this thread: Arrow's default spawns a thread
-                # pool per call, which costs more than it saves on a few MB.
-                batch = pa.RecordBatch.from_pandas(
-                    frame, schema=schema, preserve_index=False, nthreads=1
-                )
-                for index, rows in _rows_by_chunk(codes):
-                    if index not in writers:
-                        writers[index] = pa.ipc.new_stream(paths[index], schema)
-                    writers[index].write_batch(batch.take(rows))
-    finally:
-        for writer in writers.values():
-            writer.close()
-    for index, path in enumerate(paths):
-        if index in writers:
-            with pa.ipc.open_stream(path) as reader:
-                yield reader.read_pandas()
-            path.unlink()
-
-
-def _chunk_codes(
-    frame: pd.DataFrame,
-    entities: pa.Array,
-    chunk_of: np.ndarray,
-    earliest: pd.Timestamp | None,
-) -> np.ndarray:
-    """The chunk of each row of a canonical batch; -1 for a row no chunk keeps.
-
-    A row is not kept when its entity is in no chunk or it is before ``earliest`` (Parquet
-    rows mostly dropped so already, CSV ones only here). Entities are looked up in Arrow,
-    where the entity column lives: a pandas lookup would box every one into a Python string.
-    """
-    column = pa.array(frame[ENTITY])
-    found = pc.index_in(column, value_set=entities.cast(column.type))
-    positions = pc.fill_null(found, -1).to_numpy()
-    codes = np.append(chunk_of, -1)[positions]  # an entity not found (-1) picks the last: -1
-    if earliest is not None:
-        codes[~(frame[TIMESTAMP] >= earliest).to_numpy()] = -1
-    return codes
-
-
-def _rows_by_chunk(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """Each chunk present in ``codes`` with its rows, in their order (rows coded -1 skipped)."""
-    order = np.argsort(codes, kind="stable")
-    for rows in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
-        if len(rows) and codes[rows[0]] >= 0:
-            yield int(codes[rows[0]]), rows
-
-
 @contextlib.contextmanager
 def parquet_writer_atomic(
     target: Path, schema: pa.Schema
@@ -296,6 +207,7 @@ def parquet_writer_atomic(
                     temporary, table.schema, use_dictionary=_dictionary_columns(schema)
                 )
             writer.write_table(table)
+            crash_points.reached(f"append:{target.name}")
 
         try:
             yield append
@@ -331,6 +243,7 @@ def _committed(target: Path) -> Iterator[Path]:
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield temporary
+        crash_points.reached(f"commit:{target.name}")
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, target)
@@ -365,19 +278,44 @@ def write_parquet_atomic(
 
 def write_text_atomic(text: str, target: Path) -> Path:
     """Write a small text file (JSON reports, summaries) atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    ) as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-        temporary = Path(handle.name)
-    try:
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with _committed(target) as temporary:
+        temporary.write_text(text)
     return target
+
+
+@contextlib.contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """An empty hidden folder beside ``target`` that replaces it whole once the block filled it.
+
+    A reader of ``target`` sees the previous folder or the new one, never a mix of the two (a
+    day's scores without its summary, a detector's weights beside another's config). A failed
+    block leaves ``target`` as it was; what a killed one left, :func:`recover_directory`
+    clears first: the caller is ``target``'s one writer (it holds its lock, or owns its run).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(target)
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    staged.mkdir()
+    try:
+        yield staged
+        replace_directory(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def recover_directory(target: Path) -> None:
+    """Undo what a writer killed in :func:`staged_directory` left beside ``target``.
+
+    A staged folder never moved in is deleted. A folder moved aside but never replaced (the
+    kill fell between the two renames) is moved back, so the previous output is whole again.
+    """
+    for staged in target.parent.glob(f".{target.name}.*.tmp"):
+        shutil.rmtree(staged)
+    for retired in target.parent.glob(f".{target.name}.*.old"):
+        if target.exists():
+            shutil.rmtree(retired)
+        else:
+            os.replace(retired, target)
 
 
 @contextlib.contextmanager
@@ -411,13 +349,16 @@ def remove_temporaries(directory: Path) -> list[Path]:
 def replace_directory(staged: Path, target: Path) -> Path:
     """Move a fully written ``staged`` directory to ``target``, replacing an older one."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    crash_points.reached(f"staged:{target.name}")
     if target.exists():
         retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
         os.replace(target, retired)
+        crash_points.reached(f"swap:{target.name}")
         os.replace(staged, target)
         shutil.rmtree(retired)
     else:
         os.replace(staged, target)
+    _fsync_directory(target.parent)
     return target
 
 

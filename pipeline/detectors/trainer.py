@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline import crash_points
 from pipeline.checks import NonFiniteScoreError
 from pipeline.choices import DEVICES
 from pipeline.data.windows import Segments, window_starts
@@ -158,7 +159,8 @@ class Trainer:
             if self.epoch_hook is not None:
                 self.epoch_hook(epoch)
             module.train()
-            history.train_loss.append(self._run_epoch(module, loss_fn, train, optimizer, generator))
+            train_loss = self._run_epoch(epoch, module, loss_fn, train, optimizer, generator)
+            history.train_loss.append(train_loss)
             monitored = history.train_loss[-1]
             if valid is not None:
                 monitored = self.evaluate(module, loss_fn, valid)
@@ -194,6 +196,7 @@ class Trainer:
 
     def _run_epoch(
         self,
+        epoch: int,
         module: nn.Module,
         loss_fn: LossFn,
         train: WindowSource,
@@ -205,6 +208,8 @@ class Trainer:
         for batch in train.batches(self.batch_size, generator):
             total += self.step(module, loss_fn, batch, optimizer)
             batches += 1
+            if batches == 1:
+                crash_points.reached(f"epoch:{epoch + 1}")
         return float(total) / max(batches, 1)  # one device sync per epoch, not per batch
 
     def step(
@@ -271,6 +276,7 @@ class Trainer:
         target = self.checkpoint_dir / "last.pt"
         temporary = target.with_suffix(".pt.tmp")
         torch.save(state, temporary)
+        crash_points.reached(f"commit:{target.name}")
         temporary.replace(target)
 
     def _restore(

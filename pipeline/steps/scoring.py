@@ -43,14 +43,16 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     context = _context(settings, spec, day)
     out = settings.partition("scores", dataset, day)
     previous = settings.partition("scores", dataset, day - dt.timedelta(days=1)) / SCORES_FILE
-    with io.exclusive_partition(out):
+    # The day's files are written into a staged folder that replaces the partition whole: a
+    # reader, or a crash, sees the previous day's output or the new one, never a mix.
+    with io.exclusive_partition(out), io.staged_directory(out) as staged:
         summary = score_landed(
             model.bundle,
             spec,
             day,
             landing,
             context,
-            out,
+            staged,
             model.name,
             model.version,
             previous_scores=previous,
