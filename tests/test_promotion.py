@@ -162,6 +162,21 @@ def test_the_challenger_is_promoted_only_when_at_least_as_good(registry, challen
     assert float(tags["gate.production"]) == pytest.approx(first.metrics["vus_pr"], 1e-5)
 
 
+def test_a_challenger_exactly_as_good_as_production_is_promoted(registry):
+    """The gate's tie: at least as good serves (a retrain on the same data replaces its twin)."""
+    settings, runs = registry
+    incumbent = register(settings, runs["pca"])
+    steps.promote_challenger("vitals", settings=settings)
+    challenger = register(settings, runs["pca"])
+    decision = steps.promote_challenger("vitals", settings=settings)
+    assert decision.promoted and decision.previous == incumbent
+    assert tracking.alias_version(settings, "vitals", "production") == challenger
+    tags = version_tags(settings, challenger)
+    assert tags["gate.decision"] == "promoted"
+    assert tags["gate.challenger"] == tags["gate.production"]
+    assert f">= production version {incumbent}'s" in tags["gate.reason"]
+
+
 def test_production_is_scored_on_the_challengers_test_days_not_its_own(registry):
     settings, runs = registry
     incumbent = runs["iforest_tested_on_day_2"]  # the same forest as "iforest", other test day

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -15,12 +19,43 @@ HEAVY = ("torch", "pandas", "mlflow", "great_expectations", "sklearn", "pipeline
 
 
 @pytest.fixture(scope="module")
-def dagbag(tmp_path_factory: pytest.TempPathFactory):
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    from airflow.dag_processing.dagbag import DagBag
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The DAG folder parsed under a throwaway ``AIRFLOW_HOME``; the environment is restored.
 
-    return DagBag(dag_folder=str(DAGS))
+    A developer's own ``AIRFLOW_HOME`` is never used: parsing may create files in it.
+    """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
+        monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        from airflow.dag_processing.dagbag import DagBag
+
+        yield DagBag(dag_folder=str(DAGS))
+
+
+def dag_module(name: str) -> ModuleType:
+    """A DAG file imported as a module of its own, for the plain functions it defines."""
+    spec = importlib.util.spec_from_file_location(f"dag_file_{name}", DAGS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.usefixtures("dagbag")  # Airflow imported under the throwaway home
+def test_the_date_param_or_else_the_data_interval_names_the_day_to_score():
+    partition_date = dag_module("tsad_score").partition_date
+    start = datetime(2026, 1, 9, tzinfo=UTC)
+    assert partition_date({"date": "2026-01-03"}, start) == "2026-01-03"
+    assert partition_date({"date": None}, start) == "2026-01-09"
+
+
+@pytest.mark.usefixtures("dagbag")
+def test_a_run_without_a_data_interval_or_date_fails_naming_the_param():
+    from airflow.exceptions import AirflowFailException
+
+    partition_date = dag_module("tsad_score").partition_date
+    with pytest.raises(AirflowFailException, match="no data interval: pass the 'date' Param"):
+        partition_date({}, None)
 
 
 def test_dags_import_without_errors(dagbag):
@@ -84,13 +119,16 @@ def test_schedules_and_params(dagbag):
     assert type(score.timetable).__name__ == "CronDataIntervalTimetable"
 
 
-def test_parsing_imports_no_heavy_library():
+def test_parsing_imports_no_heavy_library(tmp_path):
     code = (
         "import sys, runpy\n"
         f"for path in {sorted(map(str, DAGS.glob('*.py')))!r}: runpy.run_path(path)\n"
         f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    env = os.environ | {"AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env = os.environ | {
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
