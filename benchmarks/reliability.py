@@ -116,8 +116,8 @@ class Lab:
     def land(self, day: dt.date, content: pd.DataFrame | bytes, name: str = "part-0.parquet"):
         """Replace a day's landed files with ``content`` (a frame, or raw bytes for ``name``)."""
         directory = self.landing(day)
-        shutil.rmtree(directory)
-        directory.mkdir()
+        shutil.rmtree(directory, ignore_errors=True)  # a day past the generated ones: none
+        directory.mkdir(parents=True)
         path = directory / name
         if isinstance(content, bytes):
             path.write_bytes(content)
