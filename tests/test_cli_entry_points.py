@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from smtp_inbox import Inbox, local_smtp
 
 from pipeline import steps, tracking
 from pipeline.config import Settings
@@ -61,37 +60,17 @@ def home(module_home: Settings) -> UserHome:
     return UserHome(module_home, env, generated, trained)
 
 
-class Inbox:
-    """An SMTP handler that keeps the recipients of every message: the owners' digests."""
-
-    def __init__(self) -> None:
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
-
-
 @pytest.fixture(scope="module")
 def airflow_home(home: UserHome) -> Iterator[tuple[UserHome, Inbox]]:
     """Airflow's database created and the DAGs parsed, in the environment tsad prints, with
     a local mail server for the owners' notifications."""
-    with socket.socket() as probe:  # a free port: the controller checks it can connect to it
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    uri = f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&from_email=tsad%40example.org"
-    env = home.env | {"AIRFLOW_CONN_SMTP_DEFAULT": uri}
-    try:
+    with local_smtp() as (inbox, uri):
+        env = home.env | {"AIRFLOW_CONN_SMTP_DEFAULT": uri}
         made = shell(
             'eval "$(tsad airflow-env)" && airflow db migrate && airflow dags reserialize', env
         )
         assert made.returncode == 0, made.stderr[-3000:]
         yield dataclasses.replace(home, env=env), inbox
-    finally:
-        controller.stop()
 
 
 def test_generate_lands_the_demo_days(home: UserHome) -> None:
@@ -136,7 +115,7 @@ def test_the_scoring_dag_scores_the_day_its_date_param_names(airflow_home) -> No
         home.env,
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert ["ward-owner@example.org"] in inbox.recipients  # the day's digest
+    assert ["ward-owner@example.org"] in [to for to, _ in inbox.messages]  # the day's digest
     out = home.settings.home / "data" / "scores" / "vitals"
     summary = json.loads((out / f"date={SCORED_BY_DATE_PARAM}" / "summary.json").read_text())
     assert summary["date"] == SCORED_BY_DATE_PARAM

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import email
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from email.message import Message as EmailMessage
-from email.policy import default
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from aiosmtpd.controller import Controller
+from smtp_inbox import Inbox, local_smtp
 
 from pipeline import budget, daily, digest, episodes
 from pipeline.config import Settings
@@ -27,30 +23,10 @@ MIDNIGHT = pd.Timestamp(DAY, tz="UTC")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Inbox:
-    """An aiosmtpd handler that keeps every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], EmailMessage]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=default)
-        self.messages.append((list(envelope.rcpt_tos), parsed))
-        return "250 OK"
-
-
 @pytest.fixture
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as probe:  # a free port: the controller checks it can connect to it
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+def smtp_server() -> Iterator[tuple[Inbox, str]]:
+    with local_smtp() as server:
+        yield server
 
 
 def scored_day(settings: Settings) -> Path:
@@ -94,9 +70,8 @@ def tsad(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_tsad_notify_mails_the_digest_to_the_owners(tsad_home: Settings, smtp_server) -> None:
-    inbox, port = smtp_server
+    inbox, uri = smtp_server
     out = scored_day(tsad_home)
-    uri = f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&from_email=tsad%40example.org"
     env = os.environ | {"AIRFLOW_CONN_SMTP_DEFAULT": uri, "PYTHONPATH": str(ROOT)}
 
     done = tsad("notify", "--dataset", "vitals", "--date", DAY.isoformat(), env=env)
