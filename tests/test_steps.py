@@ -12,46 +12,20 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from ward import FIRST_DAY, day, small_run, trained_ward
 
 from pipeline import steps, tracking
-from pipeline.config import DatasetSpec, RunConfig, Settings
+from pipeline.config import DatasetSpec, Settings
 from pipeline.scoring import ModelMismatchError
 
-DAY = dt.date(2026, 1, 1)
 FEATURES = DatasetSpec.load("vitals").feature_names
-
-
-def day(offset: int) -> dt.date:
-    return DAY + dt.timedelta(days=offset)
-
-
-def small_run(**changes) -> RunConfig:
-    base = {
-        "dataset": "vitals",
-        "train": {"start": day(0), "end": day(1)},
-        "validation": {"start": day(2), "end": day(2)},
-        "test": {"start": day(3), "end": day(3)},
-        "epochs": 3,
-        "device": "cpu",
-    }
-    shipped = RunConfig.load("vitals").model_dump(
-        include={"window", "batch_size", "detector_params"}
-    )
-    return RunConfig.model_validate(shipped | base | changes)
 
 
 @pytest.fixture(scope="module")
 def ward(module_home: Settings):
     """Six days of data for three patients and one trained, registered, promoted model."""
-    settings = module_home
-    steps.generate(start=DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
-    config = small_run()
-    steps.validate_days("vitals", steps.run_days(config), settings)
-    run_dir = steps.prepare(config, settings)
-    steps.evaluate(steps.calibrate(steps.train(run_dir)))
-    registered = steps.register(run_dir, settings)
-    promotion = steps.promote_challenger("vitals", settings=settings)
-    return settings, Path(run_dir), registered, promotion
+    trained = trained_ward(module_home)
+    return trained.settings, trained.run_dir, trained.registered, trained.promotion
 
 
 def landing_file(settings: Settings, date: dt.date) -> Path:
@@ -226,7 +200,9 @@ def test_training_refuses_a_stuck_sensor_even_with_float_jitter(tsad_home):
     settings = tsad_home
     config = small_run()
     days = steps.run_days(config)
-    steps.generate(start=DAY, days=len(days), patients=2, labeled_from=day(2), settings=settings)
+    steps.generate(
+        start=FIRST_DAY, days=len(days), patients=2, labeled_from=day(2), settings=settings
+    )
     jitter = np.random.default_rng(0)
     for date in days:
         landed = pd.read_parquet(landing_file(settings, date))

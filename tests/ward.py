@@ -28,8 +28,9 @@ class Ward:
     promotion: steps.PromotionResult
 
 
-def small_run(epochs: int = 3) -> RunConfig:
-    """The shipped vitals run config on the ward's days, a few epochs on the CPU."""
+def small_run(**changes) -> RunConfig:
+    """The shipped vitals run config on the ward's days, a few epochs on the CPU; ``changes``
+    override any field."""
     shipped = RunConfig.load("vitals").model_dump(
         include={"window", "batch_size", "detector_params"}
     )
@@ -38,10 +39,10 @@ def small_run(epochs: int = 3) -> RunConfig:
         "train": {"start": day(0), "end": day(1)},
         "validation": {"start": day(2), "end": day(2)},
         "test": {"start": day(3), "end": day(3)},
-        "epochs": epochs,
+        "epochs": 3,
         "device": "cpu",
     }
-    return RunConfig.model_validate(shipped | days)
+    return RunConfig.model_validate(shipped | days | changes)
 
 
 def trained_ward(settings: Settings) -> Ward:
