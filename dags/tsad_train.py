@@ -1,13 +1,19 @@
-"""Weekly retraining: validate, prepare, train, calibrate, evaluate, register, promote.
+"""Weekly retraining: validate, prepare, train, calibrate, select, evaluate, register, promote.
+
+Training and calibration are mapped over the run's candidate detectors (dynamic task mapping:
+one ``train`` and one ``calibrate`` task instance per candidate; one of each when the run
+config lists none); ``select`` keeps the best on the validation days, and only that one is
+evaluated on the test days, registered and sent through the promotion gate.
 
 Only wiring lives here; every task calls one function of ``pipeline.steps`` (imported inside the
 task so parsing this file stays fast and free of torch, pandas and mlflow). A failed task
 e-mails the dataset's owners through Airflow's SMTP notifier (``smtp_default``).
 
 Training runs in the ``gpu`` pool (its slots, ``TSAD_GPU_POOL_SLOTS``, are set where Airflow's
-database is initialised) and on the ``gpu`` queue: the pool caps concurrent training runs
-across DAG runs, the queue picks the workers. Every task has an ``execution_timeout`` and the
-run a ``dagrun_timeout``, so a hung step fails and frees its slot instead of holding it.
+database is initialised) and on the ``gpu`` queue: the pool caps concurrent training tasks
+(candidates and DAG runs alike), the queue picks the workers. Every task has an
+``execution_timeout`` and the run a ``dagrun_timeout``, so a hung step fails and frees its
+slot instead of holding it.
 """
 
 from __future__ import annotations
@@ -47,6 +53,40 @@ COMPUTE = {"execution_timeout": timedelta(hours=2)}
 TRAINING = {"execution_timeout": timedelta(hours=8)}
 
 
+def trained_and_chosen(run_dir):
+    """Train and calibrate every candidate of the prepared run (mapped), then keep the best.
+
+    Returns the ``select`` task's output: the run folder, now holding the winner.
+    """
+
+    @task(**IO_RETRIES, **SHORT)
+    def candidates(run_dir: str) -> list[str]:
+        from pipeline import steps
+
+        return steps.candidate_runs(run_dir)
+
+    @task(queue="gpu", pool="gpu", retries=1, retry_delay=timedelta(minutes=1), **TRAINING)
+    def train(run_dir: str) -> str:
+        from pipeline import steps
+
+        return steps.train(run_dir, resume=True)
+
+    @task(**COMPUTE)
+    def calibrate(run_dir: str) -> str:
+        from pipeline import steps
+
+        return steps.calibrate(run_dir)
+
+    @task(**IO_RETRIES, **SHORT)
+    def select(run_dir: str, calibrated: list[str]) -> str:
+        from pipeline import steps
+
+        return steps.select(run_dir, list(calibrated))
+
+    calibrated = calibrate.expand(run_dir=train.expand(run_dir=candidates(run_dir)))
+    return select(run_dir, calibrated)
+
+
 @dag(
     dag_id="tsad_train",
     schedule="@weekly",
@@ -74,7 +114,8 @@ TRAINING = {"execution_timeout": timedelta(hours=8)}
             None,
             type=["null", "string"],
             enum=[None, *DETECTOR_NAMES],
-            description="override the run config's detector (see `tsad detectors`)",
+            description="override the run config's detector, and train it alone instead of "
+            "the config's candidates (see `tsad detectors`)",
         ),
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000),
         "window": Param(None, type=["null", "integer"], minimum=2, maximum=4096),
@@ -100,18 +141,6 @@ def tsad_train():
 
         return steps.prepare(RunConfig.model_validate_json(config_json))
 
-    @task(queue="gpu", pool="gpu", retries=1, retry_delay=timedelta(minutes=1), **TRAINING)
-    def train(run_dir: str) -> str:
-        from pipeline import steps
-
-        return steps.train(run_dir, resume=True)
-
-    @task(**COMPUTE)
-    def calibrate(run_dir: str) -> str:
-        from pipeline import steps
-
-        return steps.calibrate(run_dir)
-
     @task(**COMPUTE)
     def evaluate(run_dir: str) -> str:
         from pipeline import steps
@@ -133,8 +162,7 @@ def tsad_train():
         return steps.promote_challenger(config.dataset, metric=config.promotion_metric).to_dict()
 
     config_json = validate_days()
-    run_dir = evaluate(calibrate(train(prepare(config_json))))
-    promote(register(run_dir), config_json)
+    promote(register(evaluate(trained_and_chosen(prepare(config_json)))), config_json)
 
 
 tsad_train()

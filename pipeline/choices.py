@@ -21,6 +21,10 @@ PromotionMetric = Literal[
 ]
 """Metrics of ``pipeline.evaluation.evaluate`` where higher is better: the gate's choices."""
 
+SelectionMetric = Literal["vus_pr", "vus_roc", "auc_pr", "auc_roc"]
+"""Threshold-free metrics that choose among candidates: the threshold is fitted on the same
+validation days, so a metric at that threshold would favour whichever candidate it overfits."""
+
 DetectorName = Literal[
     "anomaly_transformer",
     "dense_ae",
@@ -42,6 +46,7 @@ BudgetScope = Literal["dataset", "entity"]
 DEVICES: tuple[str, ...] = get_args(Device)
 CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
+SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 BUDGET_SCOPES: tuple[str, ...] = get_args(BudgetScope)
 

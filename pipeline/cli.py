@@ -77,8 +77,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = steps.run_config_from_params(vars(args))
     steps.validate_days(config.dataset, steps.run_days(config))
     run_dir = steps.prepare(config)
-    steps.train(run_dir, progress=True)
-    steps.evaluate(steps.calibrate(run_dir))
+    calibrated = [
+        steps.calibrate(steps.train(candidate, progress=True))
+        for candidate in steps.candidate_runs(run_dir)
+    ]
+    steps.evaluate(steps.select(run_dir, calibrated))
     registered = steps.register(run_dir)
     decision = steps.promote_challenger(config.dataset, metric=config.promotion_metric)
     _print({"run_dir": run_dir, "registered": registered, "promotion": decision.to_dict()})

@@ -23,8 +23,10 @@ from pipeline.choices import (
     NAME_PATTERN,
     BudgetScope,
     CalibrationMethod,
+    DetectorName,
     Device,
     PromotionMetric,
+    SelectionMetric,
 )
 
 TIMESTAMP = "timestamp"
@@ -243,6 +245,25 @@ class DateRange(BaseModel):
         return [self.start + dt.timedelta(days=offset) for offset in range(days + 1)]
 
 
+class Candidate(BaseModel):
+    """One detector a run may choose, with its own hyper-parameters.
+
+    ``name`` names its folder and its MLflow child run; it defaults to the detector's name,
+    numbered in order when a detector is listed more than once (``pca-1``, ``pca-2``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: DetectorName
+    params: dict = Field(default_factory=dict, description="over the run's common settings")
+    name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return None if value is None else validate_name(value, "candidate")
+
+
 class RunConfig(BaseModel):
     """One training run: which days to learn, calibrate and test on, and with what."""
 
@@ -261,6 +282,12 @@ class RunConfig(BaseModel):
     calibration: CalibrationMethod = "best_f1"
     promotion_metric: PromotionMetric = "vus_pr"
     detector_params: dict = Field(default_factory=dict)
+    candidates: list[Candidate] = Field(
+        default_factory=list,
+        description="detectors to train side by side; the best on the validation days becomes "
+        "the run's detector (``detector`` and ``detector_params`` then name the winner)",
+    )
+    selection_metric: SelectionMetric = "vus_pr"
 
     @field_validator("dataset")
     @classmethod
@@ -273,6 +300,22 @@ class RunConfig(BaseModel):
         if value not in DETECTOR_NAMES:
             raise ValueError(f"unknown detector {value!r}: use one of {', '.join(DETECTOR_NAMES)}")
         return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _named_once(cls, value: list[Candidate]) -> list[Candidate]:
+        """Give every candidate its name, and refuse two of the same name."""
+        detectors = [candidate.detector for candidate in value]
+        named = []
+        for at, candidate in enumerate(value, start=1):
+            name = candidate.name or candidate.detector
+            if not candidate.name and detectors.count(candidate.detector) > 1:
+                name = f"{candidate.detector}-{detectors[:at].count(candidate.detector)}"
+            named.append(candidate.model_copy(update={"name": name}))
+        names = [str(candidate.name) for candidate in named]
+        if len(set(names)) < len(names):
+            raise ValueError(f"candidate names must be unique, got {', '.join(names)}")
+        return named
 
     @model_validator(mode="after")
     def _splits_disjoint(self) -> RunConfig:

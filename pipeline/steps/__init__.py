@@ -8,6 +8,7 @@ the DAG task). One module per DAG concern:
 - :mod:`~pipeline.steps.validation`: a landed day checked, or quarantined;
 - :mod:`~pipeline.steps.training`: prepare, train, calibrate and evaluate a run folder
   (:mod:`~pipeline.steps.run_dir` names its files);
+- :mod:`~pipeline.steps.candidates`: a run's candidate detectors, and the one chosen;
 - :mod:`~pipeline.steps.registration`: register a run, promote a version;
 - :mod:`~pipeline.steps.scoring`: score a day with the production model, read its drift;
 - :mod:`~pipeline.steps.notification`: a scored day's digest for the owners, composed or sent;
@@ -15,6 +16,7 @@ the DAG task). One module per DAG concern:
 """
 
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
+from pipeline.steps.candidates import candidate_runs, select
 from pipeline.steps.demo_data import generate
 from pipeline.steps.notification import day_digest, notify, owners
 from pipeline.steps.registration import (
@@ -56,6 +58,7 @@ __all__ = [
     "RunDir",
     "TrainingDataRejected",
     "calibrate",
+    "candidate_runs",
     "day_digest",
     "detector_params",
     "drift_status",
@@ -72,6 +75,7 @@ __all__ = [
     "run_config_from_params",
     "run_days",
     "score",
+    "select",
     "train",
     "validate",
     "validate_days",

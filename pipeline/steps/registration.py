@@ -63,7 +63,10 @@ def _lineage(run: RunDir, config: RunConfig) -> tuple[list, dict | None]:
 
 
 def register(run_dir: str, settings: Settings | None = None) -> dict:
-    """Log the run to MLflow and register the bundle as the ``@challenger`` version."""
+    """Log the run to MLflow and register the bundle as the ``@challenger`` version.
+
+    A run that chose among candidates logs each as a child run with its validation metrics.
+    """
     from pipeline import tracking
 
     settings = Settings.resolve(settings)
@@ -109,6 +112,11 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
         history=history,
         example_start=pd.Timestamp(config.test.start, tz="UTC"),
     )
+    if run.selection_file.is_file():
+        from pipeline import tracking_candidates
+
+        choice = json.loads(run.selection_file.read_text())
+        tracking_candidates.log_candidates(settings, version, choice)
     return {"name": version.name, "version": version.version, "run_id": version.run_id}
 
 

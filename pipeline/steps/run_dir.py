@@ -8,7 +8,10 @@ file under it is named here::
     checkpoints/              the trainer's checkpoints (resume after a crash)
     history.json              per-epoch losses of a torch detector (the run's loss curves)
     bundle/                   the model (its own files are named by ModelBundle)
-    evaluation/               metrics.json, calibration_report.json and the figures
+    evaluation/               metrics.json, calibration_report.json, validation_metrics.json
+                              and the figures
+    candidates/<name>/        one run folder per candidate detector (sharing prepared/)
+    selection.json            the candidates' validation metrics and the one chosen
     validation_reports.json   the passing validation reports of every day read
     data_docs/<date>.html     their Great Expectations Data Docs pages
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ENTITY, LABEL, TIMESTAMP, RunConfig, Settings
+from pipeline.config import ENTITY, LABEL, TIMESTAMP, RunConfig, Settings, validate_name
 from pipeline.data.windows import Segments, timestamps_ns
 
 Split = Literal["train", "validation", "test"]
@@ -110,6 +114,34 @@ class RunDir:
     def calibration_report(self) -> Path:
         """Episode precision and recall on the validation days, uncapped and at the budget."""
         return self.evaluation / "calibration_report.json"
+
+    @property
+    def validation_metrics_file(self) -> Path:
+        """Every metric of the calibrated detector on the labeled validation days."""
+        return self.evaluation / "validation_metrics.json"
+
+    @property
+    def selection_file(self) -> Path:
+        return self.path / "selection.json"
+
+    def candidate(self, name: str) -> RunDir:
+        """The run folder of one candidate detector (see :meth:`add_candidate`)."""
+        return RunDir(self.path / "candidates" / validate_name(name, "candidate"))
+
+    def add_candidate(self, name: str, config: RunConfig) -> RunDir:
+        """A candidate's run folder: ``config``, this run's prepared splits, a bundle of its own.
+
+        The candidate links to the run's ``prepared/`` rather than copying it, and its bundle
+        starts as a copy of the run's (scaler, spec, entities), so every step that works on a
+        run folder works on it unchanged. An existing folder is kept (its checkpoints resume).
+        """
+        candidate = self.candidate(name)
+        if not candidate.path.is_dir():
+            candidate.path.mkdir(parents=True)
+            (candidate.path / "prepared").symlink_to(Path("..", "..", "prepared"))
+            shutil.copytree(self.bundle, candidate.bundle)
+        candidate.config_file.write_text(config.model_dump_json(indent=2))
+        return candidate
 
     @property
     def validation_reports(self) -> Path:

@@ -41,6 +41,8 @@ def run_config_from_params(params: dict | None) -> RunConfig:
     params = params or {}
     base = RunConfig.load(params.get("run_config") or "vitals")
     overrides = {key: params[key] for key in RUN_OVERRIDES if params.get(key) is not None}
+    if "detector" in overrides:  # one detector asked for by name: train it alone
+        overrides["candidates"] = []
     if overrides.get("detector", base.detector) != base.detector:
         overrides["detector_params"] = {}  # tuned for the run config's own detector
     return RunConfig.model_validate(base.model_dump() | overrides)
@@ -128,6 +130,8 @@ def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
 def calibrate(run_dir: str) -> str:
     """Fit the threshold on the labeled validation days (training scores when unlabeled).
 
+    On labeled days the detector's metrics there are kept too: what candidates are chosen by.
+
     The same scores become the bundle's reference profile for drift monitoring, with the
     training values: what a normal day's data and scores look like to this model.
     """
@@ -147,6 +151,8 @@ def calibrate(run_dir: str) -> str:
     ModelBundle.save_calibrator(calibrator, run.bundle)
     if labels is not None:
         _report_calibration(run, validation, scores, calibrator.threshold_, spec)
+        measured = evaluation.evaluate(labels, scores, calibrator.threshold_)
+        run.validation_metrics_file.write_text(json.dumps(measured, indent=2))
     profile = monitoring.ReferenceProfile.build(
         list(ModelBundle.load_scaler(run.bundle).features),
         train_split.segments.values,

@@ -76,6 +76,17 @@ def test_training_runs_on_the_gpu_queue_in_the_gpu_pool(dagbag):
     assert [task.task_id for task in train.tasks if task.pool == "gpu"] == ["train"]
 
 
+def test_training_and_calibration_are_mapped_over_the_candidates(dagbag):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    train = dagbag.dags["tsad_train"]
+    mapped = {task.task_id for task in train.tasks if isinstance(task, MappedOperator)}
+    assert mapped == {"train", "calibrate"}
+    assert train.get_task("train").upstream_task_ids == {"candidates"}
+    assert train.get_task("select").upstream_task_ids == {"prepare", "calibrate"}
+    assert train.get_task("evaluate").upstream_task_ids == {"select"}
+
+
 def test_every_task_times_out_within_its_dag_runs_timeout(dagbag):
     for dag in dagbag.dags.values():
         assert dag.dagrun_timeout is not None, dag.dag_id
