@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
@@ -51,6 +51,12 @@ IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponen
 SHORT = {"execution_timeout": timedelta(minutes=30)}
 COMPUTE = {"execution_timeout": timedelta(hours=2)}
 TRAINING = {"execution_timeout": timedelta(hours=8)}
+NAMED = {"map_index_template": "{{ candidate }}"}
+
+
+def name_in_grid(candidate: str) -> None:
+    """Show a mapped task instance by its candidate's name (``NAMED``) instead of its index."""
+    get_current_context()["candidate"] = candidate  # type: ignore[typeddict-unknown-key]
 
 
 def trained_and_chosen(run_dir):
@@ -65,16 +71,18 @@ def trained_and_chosen(run_dir):
 
         return steps.candidate_runs(run_dir)
 
-    @task(queue="gpu", pool="gpu", retries=1, retry_delay=timedelta(minutes=1), **TRAINING)
+    @task(queue="gpu", pool="gpu", retries=1, retry_delay=timedelta(minutes=1), **NAMED, **TRAINING)
     def train(run_dir: str) -> str:
         from pipeline import steps
 
+        name_in_grid(steps.candidate_name(run_dir))
         return steps.train(run_dir, resume=True)
 
-    @task(**COMPUTE)
+    @task(**NAMED, **COMPUTE)
     def calibrate(run_dir: str) -> str:
         from pipeline import steps
 
+        name_in_grid(steps.candidate_name(run_dir))
         return steps.calibrate(run_dir)
 
     @task(**IO_RETRIES, **SHORT)

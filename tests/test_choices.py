@@ -10,7 +10,13 @@ import torch
 
 from pipeline import cli
 from pipeline.calibration import CALIBRATORS
-from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, DEVICES, PROMOTION_METRICS
+from pipeline.choices import (
+    CALIBRATION_METHODS,
+    DETECTOR_NAMES,
+    DEVICES,
+    PROMOTION_METRICS,
+    SELECTION_METRICS,
+)
 from pipeline.config import RunConfig
 from pipeline.detectors.registry import DETECTORS
 from pipeline.detectors.torch_base import TorchDetectorConfig
@@ -27,6 +33,8 @@ def test_config_fields_take_their_values_from_the_lists() -> None:
     assert get_args(fields["device"].annotation) == DEVICES
     assert get_args(fields["calibration"].annotation) == CALIBRATION_METHODS
     assert get_args(fields["promotion_metric"].annotation) == PROMOTION_METRICS
+    assert get_args(fields["selection_metric"].annotation) == SELECTION_METRICS
+    assert set(SELECTION_METRICS) <= set(PROMOTION_METRICS)  # measured by the same evaluation
     assert get_args(TorchDetectorConfig.model_fields["device"].annotation) == DEVICES
 
 

@@ -16,7 +16,7 @@ the DAG task). One module per DAG concern:
 """
 
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
-from pipeline.steps.candidates import candidate_runs, select
+from pipeline.steps.candidates import candidate_name, candidate_runs, select
 from pipeline.steps.demo_data import generate
 from pipeline.steps.notification import day_digest, notify, owners
 from pipeline.steps.registration import (
@@ -58,6 +58,7 @@ __all__ = [
     "RunDir",
     "TrainingDataRejected",
     "calibrate",
+    "candidate_name",
     "candidate_runs",
     "day_digest",
     "detector_params",

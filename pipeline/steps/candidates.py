@@ -43,6 +43,15 @@ def candidate_runs(run_dir: str) -> list[str]:
     return folders
 
 
+def candidate_name(run_dir: str) -> str:
+    """A folder's name among the candidates, or the detector of a run without any.
+
+    What a mapped task instance is called in Airflow's grid, instead of its index.
+    """
+    run = RunDir(Path(run_dir))
+    return run.path.name if run.path.parent.name == RunDir.CANDIDATES else run.config().detector
+
+
 def select(run_dir: str, calibrated: Sequence[str]) -> str:
     """Choose the candidate with the best validation metric and make it the run's detector.
 

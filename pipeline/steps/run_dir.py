@@ -73,6 +73,7 @@ class RunDir:
 
     CONFIG_NAME: ClassVar[str] = "run.json"
     """Also the name of the run configuration among a registered run's artifacts."""
+    CANDIDATES: ClassVar[str] = "candidates"
 
     path: Path
 
@@ -126,7 +127,7 @@ class RunDir:
 
     def candidate(self, name: str) -> RunDir:
         """The run folder of one candidate detector (see :meth:`add_candidate`)."""
-        return RunDir(self.path / "candidates" / validate_name(name, "candidate"))
+        return RunDir(self.path / self.CANDIDATES / validate_name(name, "candidate"))
 
     def add_candidate(self, name: str, config: RunConfig) -> RunDir:
         """A candidate's run folder: ``config``, this run's prepared splits, a bundle of its own.

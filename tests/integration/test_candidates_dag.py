@@ -37,11 +37,12 @@ def trained(module_home: Settings) -> tuple[Settings, str]:
 
 
 def task_instances(settings: Settings) -> list[tuple]:
-    """``(task_id, map_index, state, queue, pool)`` of every training task, from Airflow."""
+    """``(task_id, map_index, state, queue, pool, rendered_map_index)`` of every task of the
+    training run, from Airflow's database."""
     database = settings.home / "airflow" / "airflow.db"
     with contextlib.closing(sqlite3.connect(database)) as connection:
         return connection.execute(
-            "SELECT task_id, map_index, state, queue, pool FROM task_instance "
+            "SELECT task_id, map_index, state, queue, pool, rendered_map_index FROM task_instance "
             "WHERE dag_id = 'tsad_train' ORDER BY task_id, map_index"
         ).fetchall()
 
@@ -53,8 +54,11 @@ def test_training_and_calibration_run_once_per_candidate_on_the_gpu_queue(traine
     mapped = {(task, index) for task, index, *_ in instances if index >= 0}
     assert mapped == {(task, index) for task in ("train", "calibrate") for index in (0, 1)}
     assert all(state == "success" for _, _, state, *_ in instances)
-    trains = [(queue, pool) for task, _, _, queue, pool in instances if task == "train"]
+    trains = [(queue, pool) for task, _, _, queue, pool, _ in instances if task == "train"]
     assert trains == [("gpu", "gpu"), ("gpu", "gpu")]
+    names = [str(candidate.name) for candidate in CONFIG.candidates]
+    for mapped_task in ("train", "calibrate"):  # shown by candidate in the grid
+        assert [shown for task, *_, shown in instances if task == mapped_task] == names
     assert [task for task, *_ in instances].count("evaluate") == 1
 
 
