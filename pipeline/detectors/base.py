@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -19,6 +20,16 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.checks import NotFittedError, alarms, require_finite
 from pipeline.data.windows import Segments
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a fit by epochs runs: its checkpoint folder, whether it resumes, whether it shows
+    progress. One-shot fits ignore them."""
+
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: bool = False
 
 
 class DetectorConfig(BaseModel):
@@ -67,7 +78,6 @@ class Detector(ABC):
                 f"{self.name} was fitted on {self.n_features_} features, got {segments.n_features}"
             )
 
-    @abstractmethod
     def fit(
         self,
         train: Segments,
@@ -83,6 +93,11 @@ class Detector(ABC):
         detectors trained by epochs checkpoint under ``checkpoint_dir``, ``resume`` from the
         last checkpoint there and show ``progress``; one-shot fits ignore the three.
         """
+        return self._fit(train, valid, FitOptions(checkpoint_dir, resume, progress))
+
+    @abstractmethod
+    def _fit(self, train: Segments, valid: Segments | None, options: FitOptions) -> Self:
+        """What :meth:`fit` does for this detector (``options`` as :meth:`fit` describes)."""
 
     @abstractmethod
     def score(self, x: Segments) -> np.ndarray:

@@ -41,7 +41,7 @@ from pipeline.data.windows import (
     sliding_windows,
     window_starts,
 )
-from pipeline.detectors.base import Detector, DetectorConfig
+from pipeline.detectors.base import Detector, DetectorConfig, FitOptions
 
 ARRAYS_FILE = "model.npz"
 
@@ -91,15 +91,7 @@ class ClassicalDetector(Detector):
     def _window_scores(self, windows: np.ndarray) -> np.ndarray:
         """Scores of (n, window, features) windows onto their steps, shape (n, window)."""
 
-    def fit(
-        self,
-        train: Segments,
-        valid: Segments | None = None,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = False,
-    ) -> Self:
+    def _fit(self, train: Segments, valid: Segments | None, options: FitOptions) -> Self:
         """One fit on the flattened training windows: nothing to checkpoint, resume or show."""
         self.model_ = self._fit_model(training_rows(train, self.config.window))
         self.n_features_ = train.n_features

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.checks import require_finite
 from pipeline.choices import DETECTOR_NAMES, DetectorName, Device
 from pipeline.data.windows import Segments
-from pipeline.detectors.base import Detector, DetectorConfig
+from pipeline.detectors.base import Detector, DetectorConfig, FitOptions
 
 ENSEMBLE = "ensemble"
 MAD_TO_SIGMA = 1.4826
@@ -126,15 +126,7 @@ class Ensemble(Detector):
     Config = EnsembleConfig
     config: EnsembleConfig
 
-    def fit(
-        self,
-        train: Segments,
-        valid: Segments | None = None,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = False,
-    ) -> Self:
+    def _fit(self, train: Segments, valid: Segments | None, options: FitOptions) -> Self:
         """Fit every member (each checkpointing under its own ``checkpoint_dir`` folder), then
         each member's scale on its scores of the training data (``valid`` when given: scores a
         member did not learn from are less optimistic)."""
@@ -144,8 +136,11 @@ class Ensemble(Detector):
         reference = valid if valid is not None else train
         for index, spec in enumerate(self.config.members):
             member = make_detector(spec.detector, **member_params(self.config, spec))
-            own = None if checkpoint_dir is None else checkpoint_dir / _member_dir(index, spec)
-            member.fit(train, valid, checkpoint_dir=own, resume=resume, progress=progress)
+            parent = options.checkpoint_dir
+            own = None if parent is None else parent / _member_dir(index, spec)
+            member.fit(
+                train, valid, checkpoint_dir=own, resume=options.resume, progress=options.progress
+            )
             scores = require_finite(member.name, member.score(reference))
             members.append(member)
             scales.append(ScoreScale.fit(self.config.scale, scores))

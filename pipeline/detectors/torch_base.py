@@ -27,7 +27,7 @@ from pipeline.data.windows import (
     Segments,
     pad_short_segments,
 )
-from pipeline.detectors.base import Detector, DetectorConfig
+from pipeline.detectors.base import Detector, DetectorConfig, FitOptions
 from pipeline.detectors.trainer import Trainer, WindowSource, autocast, resolve_device
 
 WEIGHTS_FILE = "weights.pt"
@@ -98,15 +98,7 @@ class TorchDetector(Detector):
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (0-based); epoch-dependent schedules override it."""
 
-    def fit(
-        self,
-        train: Segments,
-        valid: Segments | None = None,
-        *,
-        checkpoint_dir: Path | None = None,
-        resume: bool = False,
-        progress: bool = False,
-    ) -> Self:
+    def _fit(self, train: Segments, valid: Segments | None, options: FitOptions) -> Self:
         """Train; without ``valid``, the tail of each training segment drives early stopping."""
         config = self.config
         device = resolve_device(config.device)
@@ -121,9 +113,9 @@ class TorchDetector(Detector):
             patience=config.patience,
             device=device,
             seed=config.seed,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            progress=progress,
+            checkpoint_dir=options.checkpoint_dir,
+            resume=options.resume,
+            progress=options.progress,
             epoch_hook=self.start_epoch,
             model_name=self.name,
         )
