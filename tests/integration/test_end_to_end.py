@@ -22,6 +22,7 @@ CONFIG = RunConfig.load("vitals")
 SCORED = [CONFIG.test.end + dt.timedelta(days=1), CONFIG.test.end + dt.timedelta(days=2)]
 BROKEN = SCORED[-1] + dt.timedelta(days=1)
 DRIFTED = BROKEN + dt.timedelta(days=1)
+WORSE = {"epochs": 1, "window": 2}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,8 @@ def pipeline_run(module_home: Settings) -> tuple[Settings, dict]:
         for day in [*SCORED, BROKEN, DRIFTED]:
             run_date = (day + dt.timedelta(days=1)).isoformat()
             states[day] = run_dag("tsad_score", settings, logical_date=run_date)
+        # A careless retrain: one epoch on two-minute windows sees no physiology to learn.
+        states["worse"] = run_dag("tsad_train", settings, conf=WORSE)
     return settings, states
 
 
@@ -61,6 +64,20 @@ def test_training_dag_registers_and_promotes(pipeline_run):
     assert float(version.tags["threshold"]) > 0
     assert version.tags["calibration_method"] == "best_f1"
     assert float(version.tags["metric.auc_pr"]) > 0
+
+
+def test_a_worse_retrain_is_registered_but_the_gate_keeps_the_incumbent(pipeline_run):
+    settings, states = pipeline_run
+    assert states["worse"] == "success"  # the gate rejecting a model is not a failure
+    client = tracking.connect(settings)
+    name = settings.model_name("vitals")
+    production = client.get_model_version_by_alias(name, "production")
+    challenger = client.get_model_version(name, "2")
+    assert str(production.version) == "1"
+    assert challenger.tags["gate.decision"] == "rejected"
+    assert challenger.tags["gate.production_version"] == "1"
+    gate = challenger.tags
+    assert float(gate["gate.challenger"]) < float(gate["gate.production"]), gate["gate.reason"]
 
 
 def test_scoring_dag_scores_each_day_and_finds_the_anomalies(pipeline_run):
