@@ -72,6 +72,17 @@ def notify_owners(dataset: str, subject: str, body: str, context) -> bool:
     return True
 
 
+def settings_from_connections(context) -> None:
+    """Before each task: MLflow and object-store settings from the ``mlflow_default`` and
+    ``aws_default`` connections where they are configured (else the environment's stay)."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from pipeline.connection_settings import export_connections
+
+    export_connections(Connection.get, AirflowNotFoundException)
+
+
 def on_task_failure(context) -> None:
     """A failed task tells the owners; a day rejected by validation was quarantined."""
     from pipeline import digest
@@ -97,7 +108,10 @@ def on_task_failure(context) -> None:
     dagrun_timeout=timedelta(hours=6),
     tags=["tsad", "scoring"],
     doc_md=__doc__,
-    default_args={"on_failure_callback": on_task_failure},
+    default_args={
+        "on_execute_callback": settings_from_connections,
+        "on_failure_callback": on_task_failure,
+    },
     params={
         "dataset": Param("vitals", type="string", pattern=NAME_PATTERN),
         "date": Param(

@@ -26,6 +26,17 @@ from airflow.sdk.exceptions import AirflowFailException
 from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
 
 
+def settings_from_connections(context) -> None:
+    """Before each task: MLflow and object-store settings from the ``mlflow_default`` and
+    ``aws_default`` connections where they are configured (else the environment's stay)."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from pipeline.connection_settings import export_connections
+
+    export_connections(Connection.get, AirflowNotFoundException)
+
+
 def on_task_failure(context) -> None:
     """A failed training task tells the owners of the dataset it trains for."""
     from html import escape
@@ -104,7 +115,10 @@ def trained_and_chosen(run_dir):
     dagrun_timeout=timedelta(hours=16),
     tags=["tsad", "training"],
     doc_md=__doc__,
-    default_args={"on_failure_callback": on_task_failure},
+    default_args={
+        "on_execute_callback": settings_from_connections,
+        "on_failure_callback": on_task_failure,
+    },
     params={
         "run_config": Param(
             "vitals",

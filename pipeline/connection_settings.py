@@ -13,6 +13,7 @@ connection fields.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -102,3 +103,23 @@ def environment_from_connections(
         if connection is not None:
             environment |= read(connection)
     return environment
+
+
+def export_connections(
+    get: Callable[[str], ConnectionFields], missing: type[Exception]
+) -> list[str]:
+    """Export the configured connections' variables for this task; returns the names set.
+
+    ``get`` is Airflow's ``Connection.get`` and ``missing`` the exception it raises for an
+    unknown connection id (this module never imports Airflow).
+    """
+
+    def lookup(connection_id: str) -> ConnectionFields | None:
+        try:
+            return get(connection_id)
+        except missing:
+            return None
+
+    environment = environment_from_connections(lookup)
+    os.environ.update(environment)
+    return sorted(environment)

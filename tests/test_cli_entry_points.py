@@ -122,3 +122,20 @@ def test_the_scoring_dag_scores_the_day_its_date_param_names(airflow_home) -> No
     assert [path.name for path in out.iterdir() if not path.name.startswith(".")] == [
         f"date={SCORED_BY_DATE_PARAM}"
     ]
+
+
+def test_tasks_reach_mlflow_through_the_airflow_connection(airflow_home, tmp_path) -> None:
+    """With the store named only by ``mlflow_default`` (the variable points nowhere useful),
+    the scoring DAG still finds the production model: tasks read the connection first."""
+    home, _ = airflow_home
+    connection = {"conn_type": "generic", "extra": {"tracking_uri": home.settings.tracking_uri}}
+    env = home.env | {"AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(connection)}
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    conf = json.dumps({"date": SCORED_BY_DATE_PARAM})
+    ran = shell(
+        f'eval "$(tsad airflow-env)" && export MLFLOW_TRACKING_URI={empty} '
+        f"MLFLOW_REGISTRY_URI={empty} && airflow dags test tsad_score --conf '{conf}'",
+        env,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert not (tmp_path / "empty.db").exists()

@@ -95,6 +95,14 @@ def test_every_task_times_out_within_its_dag_runs_timeout(dagbag):
             assert task.execution_timeout <= dag.dagrun_timeout, task.task_id
 
 
+def test_every_task_reads_its_settings_from_airflow_connections_first(dagbag):
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_execute_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert [c.__name__ for c in callbacks] == ["settings_from_connections"], task.task_id
+
+
 def test_the_gpu_pool_is_sized_by_configuration(tmp_path, monkeypatch):
     from homes import use_home
 
