@@ -13,6 +13,10 @@ from typing import Literal, get_args
 Device = Literal["auto", "cpu", "cuda"]
 """Where torch work runs: ``auto`` takes CUDA when present, else the CPU."""
 
+Precision = Literal["auto", "fp32", "bf16"]
+"""Arithmetic of torch work: ``auto`` takes bf16 autocast where the device computes bf16
+natively (CUDA, CPUs with AVX512-BF16 or AMX), float32 elsewhere."""
+
 CalibrationMethod = Literal["best_f1", "event_f1", "percentile", "mean_std", "pot"]
 """Threshold rules of ``pipeline.calibration``."""
 
@@ -44,6 +48,7 @@ BudgetScope = Literal["dataset", "entity"]
 """What an alarm budget caps: a day's episodes over the whole dataset, or over each entity."""
 
 DEVICES: tuple[str, ...] = get_args(Device)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
 SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)

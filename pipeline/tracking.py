@@ -29,7 +29,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.data.numpy_dataset import from_numpy
-from mlflow.entities import LoggedModelInput, Metric
+from mlflow.entities import LoggedModelInput, Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -175,7 +175,8 @@ def _log_history(run_id: str, client: MlflowClient, history: dict) -> None:
     """Per-epoch losses as step metrics (the run page draws the curves) and where it stopped.
 
     ``best_epoch`` is the epoch whose weights were kept, ``stopped_epoch`` the last one run
-    (below the configured epochs when early stopping ended training).
+    (below the configured epochs when early stopping ended training), ``training_precision``
+    (a parameter) the arithmetic it ran in: ``fp32`` or ``bf16``.
     """
     now = int(time.time() * 1000)
     curves = [
@@ -186,7 +187,10 @@ def _log_history(run_id: str, client: MlflowClient, history: dict) -> None:
     ]
     ends = {"best_epoch": history["best_epoch"], "stopped_epoch": len(history["train_loss"])}
     points = [Metric(key, float(value), now, 0) for key, value in ends.items()]
-    client.log_batch(run_id, metrics=curves + points)
+    # The arithmetic training ran in (``precision: auto`` resolves per machine).
+    precision = history.get("precision")
+    params = [] if precision is None else [Param("training_precision", precision)]
+    client.log_batch(run_id, metrics=curves + points, params=params)
 
 
 def _log_model(bundle_dir: Path, example_start: pd.Timestamp) -> mlflow.models.model.ModelInfo:

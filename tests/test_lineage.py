@@ -61,6 +61,13 @@ def test_loss_curves_are_step_metrics_and_the_stopping_epoch_is_recorded(ward, c
     assert metrics["stopped_epoch"] == len(history["train_loss"])
 
 
+def test_the_precision_training_ran_in_is_a_run_parameter(ward, client):
+    history = json.loads((ward.run_dir / "history.json").read_text())
+    params = client.get_run(ward.registered["run_id"]).data.params
+    assert params["training_precision"] == history["precision"]
+    assert history["precision"] in {"fp32", "bf16"}
+
+
 def test_evaluation_metrics_are_linked_to_the_logged_model(ward, client):
     version = production(ward, client)
     evaluated = json.loads((ward.run_dir / "evaluation" / "metrics.json").read_text())

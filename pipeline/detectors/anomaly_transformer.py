@@ -48,6 +48,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from pipeline.detectors.precision import at_least_float32
 from pipeline.detectors.torch_base import TorchDetector, TorchDetectorConfig
 from pipeline.detectors.transformer_ae import sinusoidal_positions
 
@@ -89,8 +90,10 @@ def underflow_exponent(dtype: torch.dtype) -> float:
 class AnomalyAttention(nn.Module):
     """Multi-head self-attention that also returns its series and prior associations.
 
-    No explicit casts: under CUDA autocast, softmax, exp, pow and sum already run in float32,
-    and outside autocast the module computes in its own dtype (float64 in the gradient test).
+    The associations are computed in float32 at least (:func:`at_least_float32`): under bf16
+    autocast only the projections and the attended values run in bf16, while the softmax, the
+    prior's exp and the KL terms built on them keep float32 (CPU autocast would leave them in
+    bf16); outside autocast the module computes in its own dtype (float64 in the gradient test).
     """
 
     def __init__(self, d_model: int, n_heads: int) -> None:
@@ -112,9 +115,10 @@ class AnomalyAttention(nn.Module):
         key = self.key(x).view(heads).transpose(1, 2)
         value = self.value(x).view(heads).transpose(1, 2)
         # Scaling the (steps, head_dim) queries costs less than scaling (steps, steps) logits.
-        series = torch.softmax((query / math.sqrt(heads[-1])) @ key.transpose(-1, -2), dim=-1)
+        logits = (query / math.sqrt(heads[-1])) @ key.transpose(-1, -2)
+        series = torch.softmax(at_least_float32(logits), dim=-1)
 
-        sigma = self.sigma(x).transpose(1, 2)  # (batch, heads, steps)
+        sigma = at_least_float32(self.sigma(x)).transpose(1, 2)  # (batch, heads, steps)
         sigma = 3.0 ** (torch.sigmoid(5.0 * sigma) + 1e-5) - 1.0
         # The Gaussian's 1 / (sqrt(2 pi) sigma) factor cancels in the row normalisation; the
         # per-row coefficient -1 / (2 sigma^2) is formed once, so the (steps, steps) tensors
@@ -239,7 +243,7 @@ def minimax_loss(
     KL terms are computed once, not twice); subtracting its detached value keeps the loss's
     value at ``2 * rec``, as the sum's is.
     """
-    reconstruction_loss = nn.functional.mse_loss(reconstruction, windows)
+    reconstruction_loss = nn.functional.mse_loss(at_least_float32(reconstruction), windows)
     reversed_series = [_ReverseGradient.apply(layer_series) for layer_series in series]
     discrepancy = association_discrepancy(priors, reversed_series).mean()
     return 2.0 * reconstruction_loss + k * (discrepancy - discrepancy.detach())
@@ -269,4 +273,4 @@ class AnomalyTransformer(TorchDetector):
         reconstruction, series, priors = module(windows)
         discrepancy = association_discrepancy(priors, series)
         weights = torch.softmax(-discrepancy / self.config.temperature, dim=-1)
-        return weights[..., None] * (reconstruction - windows).pow(2)
+        return weights[..., None] * (at_least_float32(reconstruction) - windows).pow(2)

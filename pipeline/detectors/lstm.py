@@ -22,8 +22,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from pipeline.data.windows import Segments, concat_segments
+from pipeline.detectors.precision import autocast
 from pipeline.detectors.torch_base import TorchDetector, TorchDetectorConfig
-from pipeline.detectors.trainer import WindowSource, autocast, resolve_device
+from pipeline.detectors.trainer import WindowSource, resolve_device
 
 
 class LSTMConfig(TorchDetectorConfig):
@@ -155,7 +156,7 @@ class LSTMForecast(TorchDetector):
         padded, keep = pad_history(x, config.window - 1)
         source = WindowSource(padded, config.window, 1, device)
         errors = np.full((padded.n_rows, *shape), np.nan)
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, config.precision):
             for begin in range(0, len(source), config.score_batch_size):
                 starts = source.starts[begin : begin + config.score_batch_size]
                 batch = window_errors(module, source.batch(starts))[:, -1]

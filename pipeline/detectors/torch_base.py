@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from pipeline.checks import require_finite
-from pipeline.choices import Device
+from pipeline.choices import Device, Precision
 from pipeline.data.windows import (
     PointFeatureScores,
     PointScores,
@@ -28,7 +28,8 @@ from pipeline.data.windows import (
     pad_short_segments,
 )
 from pipeline.detectors.base import Detector, DetectorConfig, FitOptions
-from pipeline.detectors.trainer import Trainer, WindowSource, autocast, resolve_device
+from pipeline.detectors.precision import autocast
+from pipeline.detectors.trainer import Trainer, WindowSource, resolve_device
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -50,6 +51,14 @@ class TorchDetectorConfig(DetectorConfig):
     )
     score_batch_size: int = Field(default=512, ge=1)
     device: Device = "auto"
+    precision: Precision = Field(
+        default="auto",
+        description="bf16 autocast in training and scoring, or fp32; auto: bf16 where the "
+        "device computes it natively (CUDA, CPUs with AVX512-BF16 or AMX)",
+    )
+    compile: bool = Field(
+        default=False, description="train through torch.compile (pays off on long GPU runs)"
+    )
     seed: int = 0
 
     @property
@@ -118,6 +127,8 @@ class TorchDetector(Detector):
             progress=options.progress,
             epoch_hook=self.start_epoch,
             model_name=self.name,
+            precision=config.precision,
+            compile=config.compile,
         )
         train_source = WindowSource(train, config.window, config.train_stride, device)
         valid_source = None
@@ -156,7 +167,7 @@ class TorchDetector(Detector):
         padded, keep = pad_short_segments(x, config.window)
         source = WindowSource(padded, config.window, config.scoring_stride, device)
         points = accumulator(padded.n_rows, padded.n_features)
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, config.precision):
             for begin in range(0, len(source), config.score_batch_size):
                 starts = source.starts[begin : begin + config.score_batch_size]
                 errors = window_errors(module, source.batch(starts))

@@ -30,6 +30,9 @@ _TORCH = {
     "train_stride": 2,
     "patience": 5,
     "device": "cpu",
+    # Exact contracts (batch-size independence, identical scores after a reload) in float32
+    # on every CPU; bf16, equal only to its own rounding, is tested in test_precision.py.
+    "precision": "fp32",
 }
 _ATTENTION = {"d_model": 32, "n_heads": 4, "dim_feedforward": 64}
 

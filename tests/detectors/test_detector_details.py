@@ -79,7 +79,7 @@ def test_pad_history_prefixes_every_segment_with_its_first_row() -> None:
 
 
 def test_first_row_is_forecast_from_a_padded_history() -> None:
-    detector = LSTMForecast(window=6, hidden_size=8, epochs=1, device="cpu")
+    detector = LSTMForecast(window=6, hidden_size=8, epochs=1, device="cpu", precision="fp32")
     detector.fit(Segments.single(ROWS))
     scores = detector.score(Segments(ROWS[:30], np.array([0, 1, 30])))
     with torch.inference_mode():
