@@ -10,6 +10,7 @@ detector's feature attribution is measured too (HitRate@100%/150%), beside the z
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline import attribution, evaluation, selection
+from pipeline.bench_jobs import ordered_map
 from pipeline.calibration import fit_calibrator
 from pipeline.data.public_datasets import (
     BenchmarkSeries,
@@ -290,11 +292,14 @@ def run(
     device: str = "auto",
     seed: int = 0,
     series_names: Sequence[str] | None = None,
+    jobs: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Run the grid; rows are appended to ``out`` as they finish so a long run loses nothing.
 
     ``seed`` seeds every detector that draws random numbers (weights, batches, subsamples),
-    so a rerun with the same seed on the same machine repeats the table.
+    so a rerun with the same seed on the same machine repeats the table. ``jobs`` above 1
+    runs that many series at a time in worker processes (:mod:`pipeline.bench_jobs`); the CSV
+    gets the same rows in the same order.
     """
     common = {"device": device, "seed": seed} | ({"epochs": epochs} if epochs else {})
     skipped: dict[str, int] = {}
@@ -305,27 +310,41 @@ def run(
         else:
             skipped[series.dataset] = skipped.get(series.dataset, 0) + 1
     singles, candidates = parse_detectors(detectors)
+    work = functools.partial(
+        series_rows, singles=singles, candidates=candidates, common=common, save_scores=save_scores
+    )
     rows: list[BenchmarkRow] = []
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle, tqdm(evaluated, desc="series") as bar:
+    with out.open("w", newline="") as handle, tqdm(total=len(evaluated), desc="series") as bar:
         writer = csv.DictWriter(handle, fieldnames=list(BenchmarkRow.__dataclass_fields__))
         writer.writeheader()
-        for series in bar:
-            series_run = SeriesRun(series, common, save_scores)
-            series_rows = []
-            for name in singles:
-                bar.set_postfix_str(f"{series.dataset}/{series.name} {name}")
-                series_rows.append(series_run.row(name))
-            if candidates is not None:
-                bar.set_postfix_str(f"{series.dataset}/{series.name} auto")
-                done = {row.detector for row in series_rows}
-                auto = series_run.auto_rows(candidates)
-                series_rows += [row for row in auto if row.detector not in done]
-            for row in series_rows:
+        for series, finished in zip(evaluated, ordered_map(work, evaluated, jobs), strict=True):
+            for row in finished:
                 writer.writerow(asdict(row))
             handle.flush()
-            rows += series_rows
+            rows += finished
+            bar.set_postfix_str(f"{series.dataset}/{series.name} done")
+            bar.update(1)
     return pd.DataFrame([asdict(row) for row in rows]), skipped
+
+
+def series_rows(
+    series: BenchmarkSeries,
+    singles: Sequence[str],
+    candidates: Sequence[str] | None,
+    common: dict,
+    save_scores: Path | None,
+) -> list[BenchmarkRow]:
+    """Every row of one series: the single detectors in order, then ``auto``'s.
+
+    A module-level function of plain data, so a worker process can run it.
+    """
+    series_run = SeriesRun(series, common, save_scores)
+    rows = [series_run.row(name) for name in singles]
+    if candidates is not None:
+        done = {row.detector for row in rows}
+        rows += [row for row in series_run.auto_rows(candidates) if row.detector not in done]
+    return rows
 
 
 def markdown_table(results: pd.DataFrame, skipped: dict[str, int]) -> str:

@@ -131,6 +131,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         device=args.device,
         seed=args.seed,
         series_names=_names(args.series) if args.series else None,
+        jobs=args.jobs,
     )
     _print(benchmark.markdown_table(results, skipped))
     failed = benchmark.failures(results)
@@ -143,6 +144,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def _names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _positive(value: str) -> int:
+    """An argument that must be a whole number of at least 1 (a count of workers)."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def cmd_detectors(args: argparse.Namespace) -> None:
@@ -252,6 +261,12 @@ def _add_tool_commands(commands: Commands) -> None:
     bench.add_argument("--epochs", type=int, help="override every torch detector's epochs")
     bench.add_argument("--device", choices=DEVICES, default="auto")
     bench.add_argument("--seed", type=int, default=0, help="seed of every detector's randomness")
+    bench.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        help="series run in parallel worker processes, each with its share of the cores",
+    )
     bench.set_defaults(handler=cmd_bench)
 
     detectors = commands.add_parser("detectors", help="list detectors and hyper-parameters")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,35 @@ def test_auto_never_sees_the_reported_labels(shared_datasets):
     (again,) = rerun.auto_rows(candidates)
     assert again.chosen == chosen.chosen
     assert again.vus_pr == on_leaked[chosen.chosen]
+
+
+def test_bench_jobs_writes_the_csv_a_serial_run_writes(tmp_path):
+    """Series in two worker processes: the same rows in the same order as one process.
+
+    The parallel run is driven as a user runs it, through the command line in a fresh process.
+    """
+    root = _telemanom_release(tmp_path / "data")
+    flags = ["--data-root", str(root), "--datasets", "SMAP", "--detectors", "pca"]
+    flags += ["--device", "cpu"]
+    assert main(["bench", *flags, "--out", str(tmp_path / "serial.csv")]) == 0
+    command = [sys.executable, "-m", "pipeline.cli", "bench", *flags, "--jobs", "2"]
+    finished = subprocess.run(
+        [*command, "--out", str(tmp_path / "parallel.csv")], capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "| SMAP | pca | 2 |" in finished.stdout
+    timings = ["fit_seconds", "score_seconds"]  # wall-clock, the only columns that may differ
+    serial, parallel = (
+        pd.read_csv(tmp_path / name).drop(columns=timings)
+        for name in ("serial.csv", "parallel.csv")
+    )
+    assert list(serial["series"]) == ["S-1", "S-2"]
+    pd.testing.assert_frame_equal(parallel, serial)
+
+
+def test_bench_jobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(
+            ["bench", "--data-root", ".", "--datasets", "SMD", "--detectors", "pca", "--jobs", "0"]
+        )
+    assert "must be at least 1" in capsys.readouterr().err
