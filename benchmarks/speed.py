@@ -1,25 +1,35 @@
 """Speed benchmark: ratios measured in one run on one machine, printed as a table.
 
     python -m benchmarks.speed [--device auto] [--json out.json] [--only train,score] [--quick]
+        [--data-root ../shared/datasets] [--jobs 2]
 
 Items (``--only`` takes their names):
 
 ``train``   Anomaly Transformer at the public reference configuration (window 100, 38 features,
             d_model 512, 8 heads, 3 layers, d_ff 512): windows per second of a full training
-            step for tsad and for the reference formulation, interleaved in this process.
+            step for tsad at ``precision: auto`` and in fp32, and for the reference formulation
+            (fp32 on a CPU, as published; bf16 autocast on CUDA), interleaved in this process.
 ``score``   a day of 200 entities x 1,440 minutes through ``tsad score`` in-process (read,
             validate, window, score, threshold, explain alarms, flag, write, drift, report,
-            MLflow) against the model's forward pass alone on the same windows. Needs MLflow
-            and Great Expectations.
+            MLflow) against the model's forward pass alone on the same windows, in the same
+            precision. Needs MLflow and Great Expectations.
+``score2000`` the same at 2,000 entities (2.9 million rows); with ``score`` it gives the
+            fixed cost per day (the intercept through the two days) and rows/s per core.
 ``growth``  scoring 1x, 2x, 4x and 8x that day as the daily step does (scores, flags, drift,
             report, summary), each in a fresh process: seconds and peak RSS.
 ``input``   share of a training step spent outside the model (batching, host-to-device).
 ``airflow`` the scoring DAG for one day through ``airflow dags test`` against ``tsad score``,
             both as fresh processes. Needs Airflow, MLflow and Great Expectations.
+``compile`` the demo's training run (``benchmarks.fit_demo``) without and with ``compile:
+            true``, fresh processes with an empty compile cache: seconds, compilation included.
+``jobs``    ``tsad bench`` over ASD's series with five CPU-friendly detectors (one epoch),
+            serially and with ``--jobs 2``, fresh processes: the speedup, and whether both CSVs
+            hold the same rows. Needs the public series (``--data-root``).
 
-With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA under bf16
-autocast; ``--compile`` adds ``torch.compile`` to the training items. An item whose
-dependencies are missing is skipped with the reason printed.
+With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA; tsad's side
+runs at ``precision: auto`` (bf16 on CUDA and on CPUs with native bf16); ``--compile`` adds
+``torch.compile`` to the training items. An item whose dependencies are missing is skipped
+with the reason printed.
 """
 
 from __future__ import annotations
@@ -42,16 +52,22 @@ import torch
 from pipeline.choices import DEVICES
 from pipeline.data.windows import Segments
 from pipeline.detectors.anomaly_transformer import AnomalyTransformer
-from pipeline.detectors.trainer import Trainer, WindowSource, adam, autocast, resolve_device
+from pipeline.detectors.precision import autocast, resolve_precision
+from pipeline.detectors.trainer import Trainer, WindowSource, adam, resolve_device
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from pipeline.scoring import ModelBundle
 
-ITEMS = ("train", "score", "growth", "input", "airflow")
+ITEMS = ("train", "score", "score2000", "growth", "input", "airflow", "jobs", "compile")
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
 GROWTH = (1, 2, 4, 8)
+# The realistic day: ten times the score item's entities (2,000 x 1,440 minutes).
+LARGE_DAY = 10
+# The parallel benchmark's run: CPU-friendly detectors, one epoch, over ASD's series.
+JOBS_DATASET = "ASD"
+JOBS_DETECTORS = "pca,iforest,ocsvm,dense_ae,vae"
 # What the scoring bundle imports (no Airflow, MLflow or Great Expectations).
 SCORING_MODULES = ("pandas", "pyarrow", "yaml", "scipy", "sklearn", "matplotlib")
 
@@ -101,7 +117,14 @@ def bench_train(device: torch.device, batch_sizes: list[int], steps: int, compil
     return results
 
 
+def reference_precision(device: torch.device) -> str:
+    """The reference's arithmetic: float32 on a CPU, as published; bf16 autocast on CUDA, as
+    tsad's own CUDA default, so that the GPU comparison is like for like."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
 def train_case(device: torch.device, batch_size: int, steps: int, compile_: bool) -> dict:
+    """tsad's step at ``precision: auto`` and in float32, and the reference's, interleaved."""
     from benchmarks.reference_anomaly_transformer import (
         ReferenceAnomalyTransformer,
         materialised_batch,
@@ -112,14 +135,21 @@ def train_case(device: torch.device, batch_size: int, steps: int, compile_: bool
     rng = np.random.default_rng(batch_size)
     series = rng.standard_normal((window + batch_size * 8, features)).astype(np.float32)
     starts = [rng.choice(len(series) - window + 1, batch_size) for _ in range(steps + 1)]
-
-    detector = anomaly_transformer(batch_size, device)
-    torch.manual_seed(0)
-    module = detector.build_module(features).to(device)
-    optimizer = adam(module, 1e-4)
-    trainer = Trainer(epochs=1, batch_size=batch_size, device=device)
     source = WindowSource(Segments.single(series), window, 1, device)
-    model = torch.compile(module) if compile_ else module
+    detector = anomaly_transformer(batch_size, device)
+
+    def tsad_step(precision: str) -> Callable[[np.ndarray], None]:
+        torch.manual_seed(0)
+        module = detector.build_module(features).to(device)
+        optimizer = adam(module, 1e-4)
+        trainer = Trainer(epochs=1, batch_size=batch_size, device=device, precision=precision)
+        model = torch.compile(module) if compile_ else module
+
+        def step(chosen: np.ndarray) -> None:
+            batch = source.batch(torch.as_tensor(chosen, device=device))
+            trainer.step(model, detector.training_loss, batch, optimizer)
+
+        return step
 
     torch.manual_seed(0)
     reference = ReferenceAnomalyTransformer(
@@ -127,27 +157,28 @@ def train_case(device: torch.device, batch_size: int, steps: int, compile_: bool
     ).to(device)
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-4)
 
-    def tsad_step(chosen: np.ndarray) -> None:
-        batch = source.batch(torch.as_tensor(chosen, device=device))
-        trainer.step(model, detector.training_loss, batch, optimizer)
-
     def reference_once(chosen: np.ndarray) -> None:
         batch = materialised_batch(series, chosen, window, device)
-        with autocast(device):
+        with autocast(device, reference_precision(device)):
             reference_step(reference, reference_optimizer, batch, window, detector.config.k)
 
+    sides = {"auto": tsad_step("auto"), "fp32": tsad_step("fp32"), "reference": reference_once}
     if compile_ or batch_size <= 64:  # warm-up (and compilation); negligible for long steps
-        timed(device, lambda: tsad_step(starts[0]))
-        timed(device, lambda: reference_once(starts[0]))
-    tsad_seconds = reference_seconds = 0.0
+        for side in sides.values():
+            timed(device, lambda side=side: side(starts[0]))
+    seconds = dict.fromkeys(sides, 0.0)
     for chosen in starts[1:]:
-        tsad_seconds += timed(device, lambda chosen=chosen: tsad_step(chosen))
-        reference_seconds += timed(device, lambda chosen=chosen: reference_once(chosen))
+        for name, side in sides.items():
+            seconds[name] += timed(device, lambda side=side, chosen=chosen: side(chosen))
     windows = steps * batch_size
     return {
-        "tsad_windows_per_s": windows / tsad_seconds,
-        "reference_windows_per_s": windows / reference_seconds,
-        "speedup": reference_seconds / tsad_seconds,
+        "precision": resolve_precision("auto", device),
+        "tsad_windows_per_s": windows / seconds["auto"],
+        "tsad_fp32_windows_per_s": windows / seconds["fp32"],
+        "reference_windows_per_s": windows / seconds["reference"],
+        "reference_precision": reference_precision(device),
+        "speedup": seconds["reference"] / seconds["auto"],
+        "speedup_fp32": seconds["reference"] / seconds["fp32"],
         "steps": steps,
     }
 
@@ -225,7 +256,7 @@ def forward_pass(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[Callable[[],
     module = detector.module_.to(device).eval()
 
     def forward() -> None:
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, config.precision):
             for batch in batches:
                 detector.window_errors(module, batch)
 
@@ -235,6 +266,8 @@ def forward_pass(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[Callable[[],
 
 def scoring_home(root: Path, entities: int, device: str) -> dict:
     """A TSAD_HOME with a promoted demo-sized model and two landed days of ``entities``."""
+    import pandas as pd
+
     from benchmarks.workloads import DAY, demo_bundle, land, vitals_day
 
     os.environ["TSAD_HOME"] = str(root)
@@ -244,13 +277,22 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     from pipeline.config import Settings
 
     settings = Settings.from_env()
+    previous = DAY - dt.timedelta(days=1)
     bundle_dir = demo_bundle(device, entities).save(root / "bundle")
     tracking.register_training_run(
-        settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[]
+        settings,
+        "vitals",
+        bundle_dir,
+        params={},
+        metrics={},
+        tags={},
+        artifacts=[],
+        splits=[],
+        history=None,
+        example_start=pd.Timestamp(previous, tz="UTC"),
     )
     steps.promote_version("vitals", "1", settings=settings)
     landing = settings.home / "data" / "landing" / "vitals"
-    previous = DAY - dt.timedelta(days=1)
     land(landing, vitals_day(entities, previous, seed=1), previous)
     land(landing, vitals_day(entities, DAY, seed=2), DAY)
     steps.validate("vitals", previous, settings)
@@ -271,6 +313,7 @@ def bench_score(setup: dict, repeats: int) -> dict:
     Medians of each: on a shared machine either can be slowed by a neighbour for a while.
     """
     from pipeline import steps
+    from pipeline.config import ENTITY
     from pipeline.data import io
     from pipeline.scoring import WORKER_DEVICE, ModelBundle
 
@@ -291,6 +334,8 @@ def bench_score(setup: dict, repeats: int) -> dict:
     validation = timed(torch.device("cpu"), lambda: steps.validate("vitals", day, settings))
     forward_s, end_to_end = float(np.median(forward_runs)), float(np.median(end_to_end_runs))
     return {
+        "entities": int(frame[ENTITY].nunique()),
+        "precision": resolve_precision(bundle.detector.config.precision, device),
         "rows": len(frame),
         "windows": windows,
         "repeats": repeats,
@@ -303,7 +348,16 @@ def bench_score(setup: dict, repeats: int) -> dict:
         "forward_windows_per_s": windows / forward_s,
         "end_to_end_windows_per_s": windows / end_to_end,
         "ratio": forward_s / end_to_end,
+        "end_to_end_over_forward": end_to_end / forward_s,
+        "rows_per_s_per_core": len(frame) / end_to_end / (os.cpu_count() or 1),
     }
+
+
+def fixed_cost(small: dict, large: dict) -> float:
+    """Seconds of a day's scoring that do not grow with its rows: the intercept of the line
+    through the end-to-end times of two day sizes measured in the same run."""
+    per_row = (large["end_to_end_s"] - small["end_to_end_s"]) / (large["rows"] - small["rows"])
+    return small["end_to_end_s"] - per_row * small["rows"]
 
 
 def bench_growth(root: Path, entities: int, device: str) -> dict:
@@ -353,6 +407,61 @@ def bench_airflow(setup: dict) -> dict:
     return {"cli_s": cli_s, "airflow_s": dag_s, "ratio": dag_s / cli_s}
 
 
+# --- 6: torch.compile on a demo-sized training run ------------------------------------------
+
+
+def bench_compile(scratch: Path) -> dict:
+    """The demo's training run without and with ``compile: true``, each in a fresh process
+    with an empty compile cache (``benchmarks.fit_demo``): seconds, compilation included."""
+    runs = {}
+    for name, flags in {"plain": [], "compiled": ["--compile"]}.items():
+        cache = {"TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-{name}")}
+        finished = subprocess.run(
+            [sys.executable, "-m", "benchmarks.fit_demo", *flags],
+            env=os.environ | cache,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs[name] = json.loads(finished.stdout.strip().splitlines()[-1])
+    return runs | {"compiled_over_plain": runs["compiled"]["fit_s"] / runs["plain"]["fit_s"]}
+
+
+# --- 7: tsad bench with worker processes ---------------------------------------------------
+
+
+def bench_jobs(data_root: Path, scratch: Path, jobs: int) -> dict:
+    """``tsad bench`` serially and with ``--jobs``, each a fresh process: seconds and whether
+    the two CSVs hold the same rows in the same order (timing columns aside)."""
+    import pandas as pd
+
+    if not (data_root / JOBS_DATASET).is_dir():
+        raise Skipped(f"needs the {JOBS_DATASET} series under {data_root} (--data-root)")
+    command = [sys.executable, "-m", "pipeline.cli", "bench", "--data-root", str(data_root)]
+    command += ["--datasets", JOBS_DATASET, "--detectors", JOBS_DETECTORS, "--epochs", "1"]
+    command += ["--device", "cpu"]
+    runs = {"serial": ["--jobs", "1"], "parallel": ["--jobs", str(jobs)]}
+    seconds, tables = {}, {}
+    for name, flags in runs.items():
+        out = scratch / f"{name}.csv"
+        seconds[name] = timed(
+            torch.device("cpu"),
+            lambda flags=flags, out=out: subprocess.run(
+                [*command, *flags, "--out", str(out)], capture_output=True, text=True, check=True
+            ),
+        )
+        tables[name] = pd.read_csv(out).drop(columns=["fit_seconds", "score_seconds"])
+    return {
+        "jobs": jobs,
+        "series": int(tables["serial"]["series"].nunique()),
+        "detectors": JOBS_DETECTORS,
+        "serial_s": seconds["serial"],
+        "parallel_s": seconds["parallel"],
+        "speedup": seconds["serial"] / seconds["parallel"],
+        "same_rows": bool(tables["serial"].equals(tables["parallel"])),
+    }
+
+
 # --- running and reporting -----------------------------------------------------------------
 
 
@@ -375,24 +484,30 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
     figures: dict = {"skipped": {}}
     with tempfile.TemporaryDirectory(prefix="tsad-speed-") as scratch:
         root = Path(scratch)
-        setup: dict | None = None
+        setups: dict[int, dict] = {}
 
-        def scoring_setup() -> dict:
-            nonlocal setup
-            if setup is None:
-                setup = scoring_home(root / "home", entities, device.type)
-            return setup
+        def scoring_setup(day_entities: int = entities) -> dict:
+            if day_entities not in setups:
+                home = root / f"home{day_entities}"
+                setups[day_entities] = scoring_home(home, day_entities, device.type)
+            return setups[day_entities]
 
         tracked = (*SCORING_MODULES, "mlflow", "great_expectations")
         plan: dict[str, tuple[tuple[str, ...], Callable[[], dict]]] = {
             "train": ((), lambda: bench_train(device, batch_sizes, args.steps, args.compile)),
             "score": (tracked, lambda: bench_score(scoring_setup(), args.repeats)),
+            "score2000": (
+                tracked,
+                lambda: bench_score(scoring_setup(LARGE_DAY * entities), args.repeats),
+            ),
             "growth": (
                 SCORING_MODULES,
                 lambda: bench_growth(root / "growth", entities, device.type),
             ),
             "input": ((), lambda: bench_input(device, 4 * args.steps)),
             "airflow": ((*tracked, "airflow"), lambda: bench_airflow(scoring_setup())),
+            "jobs": (SCORING_MODULES, lambda: bench_jobs(args.data_root, root, args.jobs)),
+            "compile": (SCORING_MODULES, lambda: bench_compile(root)),
         }
         for item in ITEMS:
             if item not in chosen:
@@ -411,10 +526,18 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
 def headline(figures: dict) -> dict:
     """The top-level ratios, each None when its item did not run."""
     train, growth = figures.get("train", {}), figures.get("growth", {})
+    small, large = figures.get("score"), figures.get("score2000")
     return {
         "at_train_speedup_b32": train.get("b32", {}).get("speedup"),
+        "at_train_speedup_b32_fp32": train.get("b32", {}).get("speedup_fp32"),
         "at_train_speedup_b256": train.get("b256", {}).get("speedup"),
-        "score_e2e_vs_forward": figures.get("score", {}).get("ratio"),
+        "at_train_precision": train.get("b32", {}).get("precision"),
+        "score_e2e_vs_forward": (small or {}).get("ratio"),
+        "score_e2e_over_forward_2000": (large or {}).get("end_to_end_over_forward"),
+        "score_fixed_cost_s": fixed_cost(small, large) if small and large else None,
+        "score_rows_per_s_per_core_2000": (large or {}).get("rows_per_s_per_core"),
+        "bench_jobs2_speedup": figures.get("jobs", {}).get("speedup"),
+        "demo_fit_compiled_over_plain": figures.get("compile", {}).get("compiled_over_plain"),
         "rss_8x_over_1x": (
             growth["8x"]["peak_rss_mb"] / growth["1x"]["peak_rss_mb"] if growth else None
         ),
@@ -426,21 +549,52 @@ def headline(figures: dict) -> dict:
     }
 
 
-def table(figures: dict) -> str:
-    """The figures as a Markdown table (what, tsad, baseline, ratio)."""
-    rows = ["| measurement | tsad | baseline | ratio |", "|---|---|---|---|"]
+def training_rows(figures: dict) -> list[str]:
+    """Table rows of the training items: the AT step against the reference, compile."""
+    rows = []
     for name, case in figures.get("train", {}).items():
         rows.append(
-            f"| AT training step, batch {name[1:]} (windows/s; baseline: reference formulation) "
+            f"| AT training step, batch {name[1:]}, {case['precision']} (windows/s; baseline: "
+            f"reference formulation, {case['reference_precision']}) "
             f"| {case['tsad_windows_per_s']:.1f} | {case['reference_windows_per_s']:.1f} "
             f"| {case['speedup']:.2f}x |"
         )
-    if "score" in figures:
-        score = figures["score"]
         rows.append(
-            f"| scoring a day of {score['rows']:,} rows (windows/s; baseline: forward pass only) "
-            f"| {score['end_to_end_windows_per_s']:.0f} | {score['forward_windows_per_s']:.0f} "
-            f"| {score['ratio']:.2f} |"
+            f"| same, tsad in fp32 | {case['tsad_fp32_windows_per_s']:.1f} "
+            f"| {case['reference_windows_per_s']:.1f} | {case['speedup_fp32']:.2f}x |"
+        )
+    if "compile" in figures:
+        plain, compiled = figures["compile"]["plain"], figures["compile"]["compiled"]
+        rows.append(
+            f"| demo-sized training run, `compile: true`, {compiled['precision']} (s, compilation "
+            f"included; baseline: without) | {compiled['fit_s']:.1f} | {plain['fit_s']:.1f} "
+            f"| {figures['compile']['compiled_over_plain']:.2f}x |"
+        )
+    for name, case in figures.get("input", {}).items():
+        rows.append(
+            f"| training input path, {name} (ms per batch; ms per step) "
+            f"| {case['batch_ms']:.2f} | {case['step_ms']:.1f} "
+            f"| {100 * case['host_share']:.1f}% |"
+        )
+    return rows
+
+
+def scoring_rows(figures: dict) -> list[str]:
+    """Table rows of the scoring items: the two day sizes, their fixed cost, growth."""
+    rows = []
+    for item in ("score", "score2000"):
+        if item in figures:
+            score = figures[item]
+            rows.append(
+                f"| scoring a day of {score['entities']:,} entities, {score['rows']:,} rows, "
+                f"{score['precision']} (s; baseline: forward pass only) "
+                f"| {score['end_to_end_s']:.2f} | {score['forward_s']:.2f} "
+                f"| {score['end_to_end_over_forward']:.2f}x |"
+            )
+    if "score" in figures and "score2000" in figures:
+        rows.append(
+            f"| fixed cost per day (s; intercept of the two days) "
+            f"| {fixed_cost(figures['score'], figures['score2000']):.2f} | | |"
         )
     for factor, case in figures.get("growth", {}).items():
         base = figures["growth"]["1x"]
@@ -451,18 +605,32 @@ def table(figures: dict) -> str:
             f"| time {case['seconds'] / base['seconds']:.2f}, "
             f"RSS {case['peak_rss_mb'] / base['peak_rss_mb']:.2f} |"
         )
-    for name, case in figures.get("input", {}).items():
-        rows.append(
-            f"| training input path, {name} (ms per batch; ms per step) "
-            f"| {case['batch_ms']:.2f} | {case['step_ms']:.1f} "
-            f"| {100 * case['host_share']:.1f}% |"
-        )
+    return rows
+
+
+def process_rows(figures: dict) -> list[str]:
+    """Table rows of the items that time whole commands: Airflow, ``tsad bench --jobs``."""
+    rows = []
     if "airflow" in figures:
         air = figures["airflow"]
         rows.append(
             f"| scoring DAG via `airflow dags test` vs `tsad score` (s) "
             f"| {air['airflow_s']:.1f} | {air['cli_s']:.1f} | {air['ratio']:.2f}x |"
         )
+    if "jobs" in figures:
+        jobs = figures["jobs"]
+        rows.append(
+            f"| `tsad bench --jobs {jobs['jobs']}`, {jobs['series']} series x "
+            f"{jobs['detectors']} (s; baseline: serial; same rows: {jobs['same_rows']}) "
+            f"| {jobs['parallel_s']:.1f} | {jobs['serial_s']:.1f} | {jobs['speedup']:.2f}x |"
+        )
+    return rows
+
+
+def table(figures: dict) -> str:
+    """The figures as a Markdown table (what, tsad, baseline, ratio)."""
+    rows = ["| measurement | tsad | baseline | ratio |", "|---|---|---|---|"]
+    rows += training_rows(figures) + scoring_rows(figures) + process_rows(figures)
     for item, reason in figures.get("skipped", {}).items():
         rows.append(f"| {item}: skipped ({reason}) | | | |")
     return "\n".join(rows)
@@ -480,6 +648,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the AT module")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("../shared/datasets"),
+        help="public series for the jobs item",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="workers of the jobs item")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -490,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "bf16_autocast": device.type == "cuda",
+        "precision_auto": resolve_precision("auto", device),
         "compile": args.compile,
     }
     summary = headline(figures)
