@@ -3,6 +3,7 @@
     python -m benchmarks.precision --data-root ../shared/datasets [--datasets SMD,ASD]
         [--series machine-1-6,omi-1] [--detectors dense_ae,vae,...] [--seeds 0,1,2]
         [--epochs N] [--train-stride N] [--out precision.csv]
+    python -m benchmarks.precision --table precision.csv
 
 Every torch detector is trained on each series in ``fp32`` and in ``bf16`` (autocast in
 training and scoring) with each seed, in this one process and under ``tsad bench``'s protocol
@@ -72,7 +73,16 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per detector and precision: mean over seeds of the series-mean VUS-PR, the seeds'
-    standard deviation, and the mean fit seconds."""
+    standard deviation, and the mean fit seconds.
+
+    Only series that a detector finished with every seed in both precisions count, so the
+    seeds' means are over the same series (an unfinished run's table compares like with like).
+    """
+    runs = results.groupby(["dataset", "series", "detector"])[["seed", "precision"]]
+    complete = runs.transform(lambda column: column.nunique()).eq(
+        results[["seed", "precision"]].nunique()
+    )
+    results = results[complete.all(axis=1)]
     per_seed = results.groupby(["detector", "precision", "seed"]).agg(
         vus_pr=("vus_pr", "mean"), fit_seconds=("fit_seconds", "mean")
     )
@@ -121,7 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="torch detectors' epochs")
     parser.add_argument("--train-stride", type=int, default=1, help="step between training windows")
     parser.add_argument("--out", type=Path, default=Path("precision.csv"))
+    parser.add_argument(
+        "--table", type=Path, help="print the table of an earlier run's CSV; train nothing"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(summary(pd.read_csv(args.table, keep_default_na=False, na_values=["nan"]))))
+        return
     unknown = sorted(set(args.detectors.split(",")) - set(TORCH_DETECTORS))
     if unknown:
         parser.error(f"not torch detectors: {unknown}; choose among {', '.join(TORCH_DETECTORS)}")
