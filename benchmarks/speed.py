@@ -276,6 +276,8 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     from pipeline import steps, tracking
     from pipeline.config import Settings
 
+    admit_day_size(root / "project", entities)
+
     settings = Settings.from_env()
     previous = DAY - dt.timedelta(days=1)
     bundle_dir = demo_bundle(device, entities).save(root / "bundle")
@@ -297,6 +299,30 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     land(landing, vitals_day(entities, DAY, seed=2), DAY)
     steps.validate("vitals", previous, settings)
     return {"settings": settings, "bundle_dir": bundle_dir, "day": DAY}
+
+
+def admit_day_size(project: Path, entities: int) -> None:
+    """Raise the vitals spec's row bound to a day of ``entities`` where it is lower.
+
+    The demo's spec refuses more than 500 patient-days a day as a broken export; a ward of
+    2,000 patients sets its own bound, as this does in a copy of ``configs/`` that
+    ``TSAD_PROJECT_ROOT`` points at.
+    """
+    import shutil
+
+    import yaml
+
+    from pipeline.config import DatasetSpec, project_root
+
+    rows = entities * 1440
+    limit = DatasetSpec.load("vitals").max_rows_per_day
+    if limit is None or rows <= limit:
+        return
+    shutil.copytree(project_root() / "configs", project / "configs", dirs_exist_ok=True)
+    spec_file = project / "configs" / "datasets" / "vitals.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec_file.write_text(yaml.safe_dump(spec | {"max_rows_per_day": rows}))
+    os.environ["TSAD_PROJECT_ROOT"] = str(project)
 
 
 def forget_validation(setup: dict) -> None:
