@@ -305,8 +305,8 @@ def admit_day_size(project: Path, entities: int) -> None:
     """Raise the vitals spec's row bound to a day of ``entities`` where it is lower.
 
     The demo's spec refuses more than 500 patient-days a day as a broken export; a ward of
-    2,000 patients sets its own bound, as this does in a copy of ``configs/`` that
-    ``TSAD_PROJECT_ROOT`` points at.
+    2,000 patients sets its own bound, as this does in a copy of ``configs/`` (and of the
+    ``constraints.txt`` a logged model is pinned from) that ``TSAD_PROJECT_ROOT`` points at.
     """
     import shutil
 
@@ -319,6 +319,7 @@ def admit_day_size(project: Path, entities: int) -> None:
     if limit is None or rows <= limit:
         return
     shutil.copytree(project_root() / "configs", project / "configs", dirs_exist_ok=True)
+    shutil.copy2(project_root() / "constraints.txt", project / "constraints.txt")  # model pins
     spec_file = project / "configs" / "datasets" / "vitals.yaml"
     spec = yaml.safe_load(spec_file.read_text())
     spec_file.write_text(yaml.safe_dump(spec | {"max_rows_per_day": rows}))
