@@ -408,7 +408,7 @@ class Settings(BaseModel):
 
     def partition(
         self,
-        zone: Literal["landing", "validation", "quarantine", "scores"],
+        zone: Literal["landing", "validation", "quarantine", "scores", "reviews"],
         dataset: str,
         day: dt.date,
     ) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import budget, episodes, evaluation, monitoring
+from pipeline import budget, episodes, evaluation, monitoring, reviews
 from pipeline.calibration import fit_calibrator
 from pipeline.checks import alarms
 from pipeline.config import ENTITY, DatasetSpec, RunConfig, Settings
@@ -24,6 +24,7 @@ from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import WORKER_DEVICE, ModelBundle
+from pipeline.steps import reviews as steps_reviews
 from pipeline.steps.run_dir import PreparedSplit, RunDir, Split
 from pipeline.steps.validation import load_day
 
@@ -54,16 +55,23 @@ def run_days(config: RunConfig) -> list[dt.date]:
 
 
 def prepare(config: RunConfig, settings: Settings | None = None) -> str:
-    """Fit the scaler on training days only and store scaled, gap-aware segments per split."""
+    """Fit the scaler on training days only and store scaled, gap-aware segments per split.
+
+    Reviewed days (:func:`pipeline.steps.reviews.for_calibration`) join the validation days,
+    labeled by their reviews, and the verdicts used are kept in the run folder.
+    """
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(config.dataset)
+    verdicts = steps_reviews.for_calibration(settings, config)
+    calibration_days = sorted(set(config.validation.dates()) | set(reviews.days(verdicts)))
     splits: dict[Split, pd.DataFrame] = {
         "train": _load_days(settings, spec, config.train.dates()),
-        "validation": _load_days(settings, spec, config.validation.dates()),
+        "validation": reviews.labeled(_load_days(settings, spec, calibration_days), verdicts),
         "test": _load_days(settings, spec, config.test.dates()),
     }
     _refuse_constant_features(splits["train"], spec)
     run = RunDir.create(settings, config)
+    run.save_reviews(reviews.to_records(verdicts))
     segmented = {
         name: frame_to_segments(frame, spec.feature_names, spec.step)
         for name, frame in splits.items()
