@@ -19,7 +19,14 @@ import pandas as pd
 from pipeline import budget, episodes, evaluation, monitoring, reviews
 from pipeline.calibration import fit_calibrator
 from pipeline.checks import alarms
-from pipeline.config import ENTITY, DatasetSpec, RunConfig, Settings
+from pipeline.config import (
+    ENTITY,
+    DatasetSpec,
+    RunConfig,
+    Settings,
+    project_root,
+    validate_name,
+)
 from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.detectors.torch_base import TorchDetector
@@ -47,6 +54,26 @@ def run_config_from_params(params: dict | None) -> RunConfig:
     if overrides.get("detector", base.detector) != base.detector:
         overrides["detector_params"] = {}  # tuned for the run config's own detector
     return RunConfig.model_validate(base.model_dump() | overrides)
+
+
+def retraining_params(params: dict | None, drift_events: list[dict]) -> dict:
+    """A run's Params, aimed at the dataset that drifted when drift events triggered the run.
+
+    ``drift_events`` are the extras of the ``tsad_drift`` events that triggered it (none for
+    a scheduled or manual run: ``params`` are kept). The latest event names the dataset; its
+    own run config (``configs/runs/<dataset>.yaml``) is used when there is one. Other datasets
+    among the events are named in a warning: one run trains one dataset.
+    """
+    params = dict(params or {})
+    if not drift_events:
+        return params
+    dataset = validate_name(str(drift_events[-1]["dataset"]))
+    others = sorted({str(event["dataset"]) for event in drift_events} - {dataset})
+    if others:
+        log.warning("drift of %s not retrained by this run: trigger it for each", others)
+    if (project_root() / "configs" / "runs" / f"{dataset}.yaml").is_file():
+        params["run_config"] = dataset
+    return params | {"dataset": dataset}
 
 
 def run_days(config: RunConfig) -> list[dt.date]:
