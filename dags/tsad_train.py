@@ -11,7 +11,8 @@ evaluated on the test days, registered and sent through the promotion gate.
 
 Only wiring lives here; every task calls one function of ``pipeline.steps`` (imported inside the
 task so parsing this file stays fast and free of torch, pandas and mlflow). A failed task
-e-mails the dataset's owners through Airflow's SMTP notifier (``smtp_default``).
+e-mails the dataset's owners through Airflow's SMTP notifier (``smtp_default``) and posts to
+its Slack channel through the Slack webhook notifier (``slack_default``).
 
 Training runs in the ``gpu`` pool (its slots, ``TSAD_GPU_POOL_SLOTS``, are set where Airflow's
 database is initialised) and on the ``gpu`` queue: the pool caps concurrent training tasks
@@ -41,6 +42,7 @@ from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
 WEEKLY = CronTriggerTimetable("@weekly", timezone="UTC")
 DRIFT = Asset(name="tsad_drift", uri="tsad://drift")  # emitted by tsad_score's signal_drift
 RETRAIN_ON_DRIFT = "TSAD_RETRAIN_ON_DRIFT"
+SLACK = "slack_default"
 
 
 def schedule():
@@ -80,22 +82,38 @@ def on_task_failure(context) -> None:
     """A failed training task tells the owners of the dataset it trains for."""
     from html import escape
 
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     from pipeline import digest, steps
+    from pipeline.slack import slack_text
 
     params = run_params(context["params"], context.get("triggering_asset_events"))
     dataset = steps.run_config_from_params(params).dataset
     owners, error = steps.owners(dataset), context.get("exception")
+    message = digest.compose_alert(
+        f"training task {context['ti'].task_id} failed",
+        dataset,
+        None,
+        f"{type(error).__name__}: {error}",
+    )
     if owners:
-        message = digest.compose_alert(
-            f"training task {context['ti'].task_id} failed",
-            dataset,
-            None,
-            f"{type(error).__name__}: {error}",
-        )
         html = f"<pre>{escape(message.body)}</pre>"
         SmtpNotifier(to=owners, subject=message.subject, html_content=html).notify(context)
+    if steps.slack_channel(dataset) and slack_configured():
+        SlackWebhookNotifier(slack_webhook_conn_id=SLACK, text=slack_text(message)).notify(context)
+
+
+def slack_configured() -> bool:
+    """Whether Airflow knows the ``slack_default`` connection: without it, Slack is off."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        Connection.get(SLACK)
+    except AirflowNotFoundException:
+        return False
+    return True
 
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}

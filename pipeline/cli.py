@@ -96,7 +96,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_notify(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    sent = steps.notify(args.dataset, parse_date(args.date))
+    sent = steps.notify(args.dataset, parse_date(args.date), via=args.via)
     _print(f"sent {sent['subject']!r} to {', '.join(sent['to'])}")
 
 
@@ -220,12 +220,19 @@ def _add_data_commands(commands: Commands) -> None:
     for name, handler, text in (
         ("validate", cmd_validate, "validate one landed day (quarantine it if it fails)"),
         ("score", cmd_score, "score one day with the @production model"),
-        ("notify", cmd_notify, "e-mail a scored day's digest to the dataset's owners"),
+        ("notify", cmd_notify, "send a scored day's digest to the dataset's owners"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--date", required=True, help="YYYY-MM-DD")
         command.set_defaults(handler=handler)
+    commands.choices["notify"].add_argument(
+        "--via",
+        choices=("email", "slack"),
+        default="email",
+        help="email: the owners through smtp_default; slack: the dataset's channel through "
+        "slack_default",
+    )
 
     review = commands.add_parser(
         "review", help="record a reviewer's verdict on an alarm episode (or import a CSV)"

@@ -18,7 +18,7 @@ the DAG task). One module per DAG concern:
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 from pipeline.steps.candidates import candidate_name, candidate_runs, select
 from pipeline.steps.demo_data import generate
-from pipeline.steps.notification import day_digest, notify, owners
+from pipeline.steps.notification import day_digest, notify, owners, slack_channel
 from pipeline.steps.registration import (
     PromotionResult,
     promote_challenger,
@@ -79,6 +79,7 @@ __all__ = [
     "run_days",
     "score",
     "select",
+    "slack_channel",
     "train",
     "validate",
     "validate_days",
