@@ -9,8 +9,10 @@ version, drifted features); a retraining DAG scheduled on that Asset runs on it.
 task is skipped and no event is emitted.
 
 The dataset's owners (``notifications.owners`` in its spec) are e-mailed through Airflow's SMTP
-notifier and the ``smtp_default`` connection: a failed task or a quarantined day, a drifted
-day, and, after each scored day, the digest of its top alarm episodes.
+notifier and the ``smtp_default`` connection, and its Slack channel
+(``notifications.slack_channel``) gets the same through the Slack webhook notifier and the
+``slack_default`` connection: a failed task or a quarantined day, a drifted day, and, after
+each scored day, the digest of its top alarm episodes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ SHORT = {"execution_timeout": timedelta(minutes=10)}
 COMPUTE = {"execution_timeout": timedelta(hours=2)}
 DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
 SMTP_CONNECTION = "smtp_default"
+SLACK_CONNECTION = "slack_default"
 
 
 def partition_date(params: dict, data_interval_start: datetime | None) -> str:
@@ -40,36 +43,46 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     return data_interval_start.strftime("%Y-%m-%d")
 
 
-def smtp_configured() -> bool:
-    """Whether Airflow knows the ``smtp_default`` connection: without it, mail is off."""
+def configured(connection: str) -> bool:
+    """Whether Airflow knows a connection: without ``smtp_default`` mail is off, without
+    ``slack_default`` Slack."""
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        Connection.get(SMTP_CONNECTION)
+        Connection.get(connection)
     except AirflowNotFoundException:
         return False
     return True
 
 
 def notify_owners(dataset: str, subject: str, body: str, context) -> bool:
-    """E-mail the dataset's owners through the SMTP notifier.
+    """E-mail the dataset's owners through the SMTP notifier, and post to its Slack channel
+    through the Slack webhook notifier.
 
-    False, and nothing sent, when the dataset names no owners or no ``smtp_default``
-    connection is configured (a deployment without mail scores all the same).
+    Each goes out only where the dataset names its recipients (``notifications.owners``,
+    ``notifications.slack_channel``) and the connection is configured; False when nothing was
+    sent (a deployment without mail or Slack scores all the same).
     """
     from html import escape
 
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-    from pipeline import steps
+    from pipeline import digest, steps
+    from pipeline.slack import slack_text
 
+    sent = False
     owners = steps.owners(dataset)
-    if not owners or not smtp_configured():
-        return False
-    html = f"<pre>{escape(body)}</pre>"
-    SmtpNotifier(to=owners, subject=subject, html_content=html).notify(context)
-    return True
+    if owners and configured(SMTP_CONNECTION):
+        html = f"<pre>{escape(body)}</pre>"
+        SmtpNotifier(to=owners, subject=subject, html_content=html).notify(context)
+        sent = True
+    if steps.slack_channel(dataset) and configured(SLACK_CONNECTION):
+        text = slack_text(digest.Message(subject, body))
+        SlackWebhookNotifier(slack_webhook_conn_id=SLACK_CONNECTION, text=text).notify(context)
+        sent = True
+    return sent
 
 
 def settings_from_connections(context) -> None:
@@ -174,7 +187,8 @@ def tsad_score():
             status["dataset"], message.subject, message.body, get_current_context()
         ):
             raise AirflowSkipException(
-                f"{status['dataset']}: no owners or no {SMTP_CONNECTION} connection to notify"
+                f"{status['dataset']}: no owners or Slack channel with a configured "
+                f"{SMTP_CONNECTION} or {SLACK_CONNECTION} connection to notify"
             )
         return message.subject
 

@@ -1,5 +1,9 @@
 """Weekly retraining: validate, prepare, train, calibrate, select, evaluate, register, promote.
 
+It also runs when a scored day drifts (an event on the ``tsad_drift`` Asset, Airflow's combined
+asset-or-time schedule), for the dataset the event names; ``TSAD_RETRAIN_ON_DRIFT=false`` where
+the DAG processor parses this file leaves it weekly only.
+
 Training and calibration are mapped over the run's candidate detectors (dynamic task mapping:
 one ``train`` and one ``calibrate`` task instance per candidate; one of each when the run
 config lists none); ``select`` keeps the best on the validation days, and only that one is
@@ -7,7 +11,8 @@ evaluated on the test days, registered and sent through the promotion gate.
 
 Only wiring lives here; every task calls one function of ``pipeline.steps`` (imported inside the
 task so parsing this file stays fast and free of torch, pandas and mlflow). A failed task
-e-mails the dataset's owners through Airflow's SMTP notifier (``smtp_default``).
+e-mails the dataset's owners through Airflow's SMTP notifier (``smtp_default``) and posts to
+its Slack channel through the Slack webhook notifier (``slack_default``).
 
 Training runs in the ``gpu`` pool (its slots, ``TSAD_GPU_POOL_SLOTS``, are set where Airflow's
 database is initialised) and on the ``gpu`` queue: the pool caps concurrent training tasks
@@ -18,12 +23,48 @@ slot instead of holding it.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
+
+WEEKLY = CronTriggerTimetable("@weekly", timezone="UTC")
+DRIFT = Asset(name="tsad_drift", uri="tsad://drift")  # emitted by tsad_score's signal_drift
+RETRAIN_ON_DRIFT = "TSAD_RETRAIN_ON_DRIFT"
+SLACK = "slack_default"
+
+
+def schedule():
+    """Weekly, and on every ``tsad_drift`` event unless ``TSAD_RETRAIN_ON_DRIFT`` is false.
+
+    Read when the file is parsed: set it where the DAG processor runs.
+    """
+    off = os.environ.get(RETRAIN_ON_DRIFT, "true").strip().lower() in {"false", "0", "no", "off"}
+    return WEEKLY if off else AssetOrTimeSchedule(timetable=WEEKLY, assets=[DRIFT])
+
+
+def run_params(params: dict | None, triggering_asset_events) -> dict:
+    """The run's Params; a run triggered by drift trains the dataset the event names."""
+    from pipeline import steps
+
+    drifts = [
+        dict(event.extra or {})
+        for asset, events in (triggering_asset_events or {}).items()
+        if asset.name == DRIFT.name
+        for event in events
+    ]
+    return steps.retraining_params(params, drifts)
 
 
 def settings_from_connections(context) -> None:
@@ -41,21 +82,38 @@ def on_task_failure(context) -> None:
     """A failed training task tells the owners of the dataset it trains for."""
     from html import escape
 
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     from pipeline import digest, steps
+    from pipeline.slack import slack_text
 
-    dataset = steps.run_config_from_params(context["params"]).dataset
+    params = run_params(context["params"], context.get("triggering_asset_events"))
+    dataset = steps.run_config_from_params(params).dataset
     owners, error = steps.owners(dataset), context.get("exception")
+    message = digest.compose_alert(
+        f"training task {context['ti'].task_id} failed",
+        dataset,
+        None,
+        f"{type(error).__name__}: {error}",
+    )
     if owners:
-        message = digest.compose_alert(
-            f"training task {context['ti'].task_id} failed",
-            dataset,
-            None,
-            f"{type(error).__name__}: {error}",
-        )
         html = f"<pre>{escape(message.body)}</pre>"
         SmtpNotifier(to=owners, subject=message.subject, html_content=html).notify(context)
+    if steps.slack_channel(dataset) and slack_configured():
+        SlackWebhookNotifier(slack_webhook_conn_id=SLACK, text=slack_text(message)).notify(context)
+
+
+def slack_configured() -> bool:
+    """Whether Airflow knows the ``slack_default`` connection: without it, Slack is off."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        Connection.get(SLACK)
+    except AirflowNotFoundException:
+        return False
+    return True
 
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
@@ -108,7 +166,7 @@ def trained_and_chosen(run_dir):
 
 @dag(
     dag_id="tsad_train",
-    schedule="@weekly",
+    schedule=schedule(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -146,10 +204,10 @@ def trained_and_chosen(run_dir):
 )
 def tsad_train():
     @task(**IO_RETRIES, **COMPUTE)
-    def validate_days(params: dict | None = None) -> str:
+    def validate_days(params: dict | None = None, triggering_asset_events=None) -> str:
         from pipeline import steps
 
-        config = steps.run_config_from_params(params)
+        config = steps.run_config_from_params(run_params(params, triggering_asset_events))
         try:
             steps.validate_days(config.dataset, steps.run_days(config))
         except steps.BatchRejected as exc:

@@ -47,6 +47,9 @@ DetectorName = Literal[
 BudgetScope = Literal["dataset", "entity"]
 """What an alarm budget caps: a day's episodes over the whole dataset, or over each entity."""
 
+ReviewLabel = Literal["confirmed", "dismissed"]
+"""A reviewer's verdict on an alarm episode: a real event, or a false alarm."""
+
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
@@ -54,6 +57,7 @@ PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
 SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 BUDGET_SCOPES: tuple[str, ...] = get_args(BudgetScope)
+REVIEW_LABELS: tuple[str, ...] = get_args(ReviewLabel)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Dataset, run-config and run-key names: no path separators, nothing a shell would expand."""

@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.choices import CALIBRATION_METHODS, DEVICES, PROMOTION_METRICS
+from pipeline.choices import CALIBRATION_METHODS, DEVICES, PROMOTION_METRICS, REVIEW_LABELS
 from pipeline.config import parse_date
 
 
@@ -96,8 +96,30 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_notify(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    sent = steps.notify(args.dataset, parse_date(args.date))
+    sent = steps.notify(args.dataset, parse_date(args.date), via=args.via)
     _print(f"sent {sent['subject']!r} to {', '.join(sent['to'])}")
+
+
+def cmd_review(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pipeline.steps import reviews
+
+    if args.csv:
+        if args.date or args.episode or args.label or args.note or args.by:
+            raise ValueError("--import reads every verdict from the file: give no --date etc.")
+        stored = reviews.import_csv(args.dataset, Path(args.csv))
+    else:
+        missing = [f"--{name}" for name in ("date", "episode", "label") if not vars(args)[name]]
+        if missing:
+            raise ValueError(f"give {', '.join(missing)} (or --import a CSV of verdicts)")
+        stored = reviews.review(
+            args.dataset, parse_date(args.date), args.episode, args.label, args.note, args.by
+        )
+    for day, recorded in stored.items():
+        _print(
+            f"{args.dataset} {day}: {recorded['verdicts']} verdict(s) stored in {recorded['file']}"
+        )
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -207,12 +229,33 @@ def _add_data_commands(commands: Commands) -> None:
     for name, handler, text in (
         ("validate", cmd_validate, "validate one landed day (quarantine it if it fails)"),
         ("score", cmd_score, "score one day with the @production model"),
-        ("notify", cmd_notify, "e-mail a scored day's digest to the dataset's owners"),
+        ("notify", cmd_notify, "send a scored day's digest to the dataset's owners"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--date", required=True, help="YYYY-MM-DD")
         command.set_defaults(handler=handler)
+    commands.choices["notify"].add_argument(
+        "--via",
+        choices=("email", "slack"),
+        default="email",
+        help="email: the owners through smtp_default; slack: the dataset's channel through "
+        "slack_default",
+    )
+
+    review = commands.add_parser(
+        "review", help="record a reviewer's verdict on an alarm episode (or import a CSV)"
+    )
+    review.add_argument("--dataset", required=True)
+    review.add_argument("--date", help="YYYY-MM-DD: the scored day listing the episode")
+    review.add_argument("--episode", help="the episode_id of alarms.parquet / the report")
+    review.add_argument("--label", help=" or ".join(REVIEW_LABELS))
+    review.add_argument("--note", help="free text kept with the verdict")
+    review.add_argument("--by", help="the reviewer (default: the current user)")
+    review.add_argument(
+        "--import", dest="csv", help="a CSV of verdicts: date,episode_id,label[,note][,by]"
+    )
+    review.set_defaults(handler=cmd_review)
 
 
 def _add_model_commands(commands: Commands) -> None:

@@ -147,12 +147,19 @@ class AlarmsSpec(BaseModel):
 
 class NotificationsSpec(BaseModel):
     """Who hears about a dataset: its owners get failures, quarantined and drifted days, and
-    each scored day's digest of its top episodes (by e-mail, through ``smtp_default``)."""
+    each scored day's digest of its top episodes (by e-mail, through ``smtp_default``; and in
+    the Slack channel, through ``slack_default``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     owners: list[str] = Field(default_factory=list, description="e-mail addresses")
     digest_episodes: int = Field(default=10, ge=1, description="episodes a digest lists")
+    slack_channel: str | None = Field(
+        default=None,
+        pattern=r"^#[a-z0-9][a-z0-9._-]{0,79}$",
+        description="the Slack channel the slack_default webhook posts in, e.g. '#ward-alarms'; "
+        "unset: nothing goes to Slack",
+    )
 
     @field_validator("owners")
     @classmethod
@@ -408,7 +415,7 @@ class Settings(BaseModel):
 
     def partition(
         self,
-        zone: Literal["landing", "validation", "quarantine", "scores"],
+        zone: Literal["landing", "validation", "quarantine", "scores", "reviews"],
         dataset: str,
         day: dt.date,
     ) -> Path:

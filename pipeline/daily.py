@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -122,13 +123,15 @@ def score_landed(
     model_name: str,
     model_version: str,
     previous_scores: Path | None = None,
+    reviewed: Mapping[str, str] | None = None,
 ) -> dict:
     """Stream a validated day to ``out``: scores, episodes, daily report and summary.
 
     The day is read once, chunk by chunk (:meth:`ModelBundle.score_partition`); each chunk
     adds to the drift counts, the entity ranking and the alarm rows, and the report reads back
     only its plotted entities, so memory does not grow with the day. ``previous_scores``, the
-    previous day's scores file, lets an episode that crosses midnight keep its start. The
+    previous day's scores file, lets an episode that crosses midnight keep its start;
+    ``reviewed`` (episode id to verdict) marks the episodes already reviewed in the report. The
     caller holds the partition's lock; each file is written atomically, the summary last.
     Returns the summary.
     """
@@ -164,6 +167,7 @@ def score_landed(
         entities_plotted=spec.monitoring.report_entities,
         episodes=found,
         budget=spec.alarms.max_episodes_per_day,
+        reviewed=reviewed or {},
     )
     io.write_text_atomic(render(report), out / DAILY_REPORT_FILE)
     summary = {

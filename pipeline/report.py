@@ -13,7 +13,8 @@ import base64
 import datetime as dt
 import html
 import io
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -69,6 +70,8 @@ class DailyReport:
     """The day's alarm episodes (:data:`pipeline.episodes.EPISODES_SCHEMA`), ranked."""
     budget: int | None = None
     """The dataset's alarm budget: episodes a day shows at most (None: no cap)."""
+    reviewed: Mapping[str, str] = field(default_factory=dict)
+    """Episodes already reviewed (this day or, continued, the day before): id to verdict."""
 
 
 def entity_alarms(scores: pd.DataFrame, step: dt.timedelta) -> pd.DataFrame:
@@ -304,6 +307,7 @@ def _episodes_section(report: DailyReport) -> str:
             "mean score": shown["mean_score"],
             "top features": shown["top_features"].map(", ".join),
             "from yesterday": shown["continued"].map({True: "yes", False: ""}),
+            "review": shown["episode_id"].map(lambda key: report.reviewed.get(key, "")),
         }
     )
     return f"<h2>Alarm episodes</h2><p>{len(shown)} episodes listed. {cap}</p>" + _table(table)

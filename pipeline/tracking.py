@@ -332,13 +332,22 @@ def load_production_model(settings: Settings, dataset: str) -> LoadedModel:
     return model
 
 
+class ArtifactMissing(LookupError):
+    """A run logged no file of that name."""
+
+
 def read_run_file(settings: Settings, run_id: str, artifact_path: str) -> str:
     """The text of a file logged to a run (e.g. the ``run.json`` of a training run)."""
     connect(settings)
-    return with_retries(
-        lambda: mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_path}"),
-        f"reading {artifact_path} of run {run_id}",
-    )
+    try:
+        return with_retries(
+            lambda: mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_path}"),
+            f"reading {artifact_path} of run {run_id}",
+        )
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise ArtifactMissing(f"run {run_id} logged no {artifact_path}") from exc
+        raise
 
 
 def record_promotion(

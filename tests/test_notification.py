@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from scored_day import DAY, scored_day
 from smtp_inbox import Inbox, local_smtp
 
-from pipeline import budget, daily, digest, episodes
+from pipeline import daily, digest
 from pipeline.config import Settings
-from pipeline.data import io
 from pipeline.smtp import SmtpConnection, SmtpSettingsError
 
-DAY = dt.date(2026, 1, 9)
-MIDNIGHT = pd.Timestamp(DAY, tz="UTC")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,35 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def smtp_server() -> Iterator[tuple[Inbox, str]]:
     with local_smtp() as server:
         yield server
-
-
-def scored_day(settings: Settings) -> Path:
-    """A scored day's episodes and summary, as daily scoring writes them: three episodes,
-    one held back by a budget of two."""
-    rows = pd.DataFrame(
-        {
-            "timestamp": [MIDNIGHT + pd.Timedelta(minutes=m) for m in range(3)] * 3,
-            "entity": ["bed-1"] * 3 + ["bed-2"] * 3 + ["bed-3"] * 3,
-            "score": [9.0, 9.5, 9.2, 4.0, 4.1, 4.2, 1.0, 1.1, 1.2],
-            "top_features": [["spo2", "heart_rate"]] * 9,
-            "model_version": "5",
-        }
-    )
-    rule = episodes.EpisodeRule(dt.timedelta(minutes=1), dt.timedelta(minutes=5), dt.timedelta(0))
-    found = budget.apply_budget(episodes.day_episodes(rows, rule, 2, MIDNIGHT), 2, "dataset")
-    out = settings.partition("scores", "vitals", DAY)
-    io.write_parquet_atomic(found, out / daily.ALARMS_FILE, schema=episodes.EPISODES_SCHEMA)
-    summary = {
-        "entities": 8,
-        "alarm_minutes": 9.0,
-        "episodes": 3,
-        "episodes_held_back": 1,
-        "model_name": "tsad-vitals",
-        "model_version": "5",
-        "drift": {"drifted": False},
-    }
-    io.write_text_atomic(pd.Series(summary).to_json(), out / daily.SUMMARY_FILE)
-    return out
 
 
 def tsad(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

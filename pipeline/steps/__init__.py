@@ -18,7 +18,7 @@ the DAG task). One module per DAG concern:
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 from pipeline.steps.candidates import candidate_name, candidate_runs, select
 from pipeline.steps.demo_data import generate
-from pipeline.steps.notification import day_digest, notify, owners
+from pipeline.steps.notification import day_digest, notify, owners, slack_channel
 from pipeline.steps.registration import (
     PromotionResult,
     promote_challenger,
@@ -33,6 +33,7 @@ from pipeline.steps.training import (
     detector_params,
     evaluate,
     prepare,
+    retraining_params,
     run_config_from_params,
     run_days,
     train,
@@ -73,10 +74,12 @@ __all__ = [
     "promote_challenger",
     "promote_version",
     "register",
+    "retraining_params",
     "run_config_from_params",
     "run_days",
     "score",
     "select",
+    "slack_channel",
     "train",
     "validate",
     "validate_days",

@@ -1,8 +1,8 @@
 """The notification step: a scored day's digest for the dataset's owners, composed or sent.
 
-The DAG's digest task composes it here and sends it through Airflow's SMTP notifier;
-``tsad notify`` sends it through the same ``smtp_default`` connection read from the
-environment (:mod:`pipeline.smtp`).
+The DAG's digest task composes it here and sends it through Airflow's SMTP and Slack
+notifiers; ``tsad notify`` sends it through the same ``smtp_default`` or ``slack_default``
+connection read from the environment (:mod:`pipeline.smtp`, :mod:`pipeline.slack`).
 """
 
 from __future__ import annotations
@@ -39,11 +39,27 @@ def owners(dataset: str) -> list[str]:
     return DatasetSpec.load(dataset).notifications.owners
 
 
-def notify(dataset: str, day: dt.date, settings: Settings | None = None) -> dict:
-    """Send a scored day's digest to the owners by SMTP (``AIRFLOW_CONN_SMTP_DEFAULT``)."""
+def slack_channel(dataset: str) -> str | None:
+    """The Slack channel the dataset spec names (None: nothing goes to Slack)."""
+    return DatasetSpec.load(dataset).notifications.slack_channel
+
+
+def notify(
+    dataset: str, day: dt.date, via: str = "email", settings: Settings | None = None
+) -> dict:
+    """Send a scored day's digest to the owners by SMTP (``AIRFLOW_CONN_SMTP_DEFAULT``), or
+    ``via`` Slack to the dataset's channel (``AIRFLOW_CONN_SLACK_DEFAULT``)."""
+    message = day_digest(dataset, day, settings)
+    if via == "slack":
+        from pipeline.slack import SlackWebhook
+
+        channel = slack_channel(dataset)
+        if channel is None:
+            raise ConfigError(f"{dataset}: the dataset spec names no notifications.slack_channel")
+        SlackWebhook.from_env().post(message)
+        return {"subject": message.subject, "to": [channel]}
     from pipeline.smtp import SmtpConnection
 
-    message = day_digest(dataset, day, settings)
     recipients = owners(dataset)
     SmtpConnection.from_env().send(message, recipients)
     return {"subject": message.subject, "to": recipients}

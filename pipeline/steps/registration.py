@@ -8,6 +8,7 @@ challenger run's labeled test days; a person can instead promote any version by 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline import reviews
 from pipeline.config import DateRange, RunConfig, Settings
 from pipeline.scoring import ModelBundle
 from pipeline.steps.run_dir import RunDir, Split
@@ -54,18 +56,29 @@ def _lineage(run: RunDir, config: RunConfig) -> tuple[list, dict | None]:
         ("validation", "validation", config.validation),
         ("testing", "test", config.test),
     )
+    reviewed = ",".join(day.isoformat() for day in _reviewed_days(run))
+    described = {"validation": f" + reviewed {reviewed}" if reviewed else ""}
     splits = [
-        tracking.DataSplit(context, run.prepared(split), f"{days.start}..{days.end}")
+        tracking.DataSplit(
+            context, run.prepared(split), f"{days.start}..{days.end}{described.get(split, '')}"
+        )
         for context, split, days in roles
     ]
     history = run.history_file
     return splits, json.loads(history.read_text()) if history.is_file() else None
 
 
+def _reviewed_days(run: RunDir) -> list[dt.date]:
+    """The reviewed days a run calibrated on, beside its configured validation days."""
+    return reviews.days(reviews.from_records(run.reviews()))
+
+
 def register(run_dir: str, settings: Settings | None = None) -> dict:
     """Log the run to MLflow and register the bundle as the ``@challenger`` version.
 
     A run that chose among candidates logs each as a child run with its validation metrics.
+    The reviews it calibrated on are logged (``reviews.json``) and summed up in ``reviews.*``
+    tags on the version.
     """
     from pipeline import tracking
 
@@ -82,9 +95,11 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
         "calibration_method": calibrator.method,
         "run_dir": str(run.path),
     }
+    tags |= reviews.summary(reviews.from_records(run.reviews()))
     params = config.model_dump(mode="json", exclude={"detector_params"})
     params |= {f"detector.{key}": value for key, value in detector_params(config).items()}
-    reports = [report_path(settings, config.dataset, day) for day in run_days(config)]
+    days_read = sorted(set(run_days(config)) | set(_reviewed_days(run)))
+    reports = [report_path(settings, config.dataset, day) for day in days_read]
     run.validation_reports.write_text(
         json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
     )
@@ -107,6 +122,7 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
             run.bundle / ModelBundle.CALIBRATION_FILE,
             run.validation_reports,
             run.data_docs,
+            *([run.reviews_file] if run.reviews_file.is_file() else []),
         ],
         splits=splits,
         history=history,
@@ -132,6 +148,20 @@ def promote_version(
     return PromotionResult(True, str(version), previous, "promoted by hand")
 
 
+def _gate_reviews(settings: Settings, run_id: str) -> pd.DataFrame:
+    """The verdicts the challenger's run calibrated on: the gate judges on the same ones.
+
+    A version registered before reviews existed logged none, and is judged on its test days.
+    """
+    from pipeline import tracking
+
+    try:
+        text = tracking.read_run_file(settings, run_id, RunDir.REVIEWS_NAME)
+    except tracking.ArtifactMissing:
+        return reviews.empty()
+    return reviews.from_records(json.loads(text))
+
+
 def promote_challenger(
     dataset: str, metric: str | None = None, settings: Settings | None = None
 ) -> PromotionResult:
@@ -139,9 +169,10 @@ def promote_challenger(
 
     The gate (:mod:`pipeline.promotion`) scores the challenger run's labeled test days with the
     challenger and with the current production model and compares ``metric`` (the run config's
-    ``promotion_metric`` when None). Both numbers, the production version compared against, the
-    decision and its reason are tagged on the challenger version whatever the outcome; a
-    rejected challenger keeps ``@challenger``.
+    ``promotion_metric`` when None). The days reviewers judged that the challenger's run
+    calibrated on join them, labeled by the same verdicts (``gate.reviewed_days``). Both
+    numbers, the production version compared against, the decision and its reason are tagged
+    on the challenger version whatever the outcome; a rejected challenger keeps ``@challenger``.
     """
     from pipeline import promotion, tracking
 
@@ -164,15 +195,23 @@ def promote_challenger(
         tracking.read_run_file(settings, challenger.run_id, RunDir.CONFIG_NAME)
     )
     spec = challenger.bundle.spec
-    test_days = pd.concat([load_day(settings, spec, day) for day in config.test.dates()])
+    verdicts = _gate_reviews(settings, challenger.run_id)
+    gate_days = sorted(set(config.test.dates()) | set(reviews.days(verdicts)))
+    labeled = reviews.labeled(
+        pd.concat([load_day(settings, spec, day) for day in gate_days]), verdicts
+    )
     verdict = promotion.judge(
         challenger.bundle,
         None if production is None else production.bundle,
         previous,
-        test_days,
+        labeled,
         metric or config.promotion_metric,
     )
-    tags = verdict.tags() | {"gate.test_days": f"{config.test.start}..{config.test.end}"}
+    tags = verdict.tags() | {
+        "gate.test_days": f"{config.test.start}..{config.test.end}",
+        "gate.reviewed_days": ",".join(d.isoformat() for d in reviews.days(verdicts)) or "none",
+        "gate.reviews": str(len(verdicts)),
+    }
     measured = {"challenger": verdict.challenger, "production": verdict.production}
     tags["gate.run_id"] = tracking.log_gate_run(
         settings,

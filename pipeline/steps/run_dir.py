@@ -12,6 +12,7 @@ file under it is named here::
                               and the figures
     candidates/<name>/        one run folder per candidate detector (sharing prepared/)
     selection.json            the candidates' validation metrics and the one chosen
+    reviews.json              the reviewers' verdicts the validation days were labeled with
     validation_reports.json   the passing validation reports of every day read
     data_docs/<date>.html     their Great Expectations Data Docs pages
 """
@@ -74,6 +75,8 @@ class RunDir:
     CONFIG_NAME: ClassVar[str] = "run.json"
     """Also the name of the run configuration among a registered run's artifacts."""
     CANDIDATES: ClassVar[str] = "candidates"
+    REVIEWS_NAME: ClassVar[str] = "reviews.json"
+    """Also the name of the verdicts among a registered run's artifacts."""
 
     path: Path
 
@@ -124,6 +127,18 @@ class RunDir:
     @property
     def selection_file(self) -> Path:
         return self.path / "selection.json"
+
+    @property
+    def reviews_file(self) -> Path:
+        return self.path / self.REVIEWS_NAME
+
+    def save_reviews(self, records: list[dict]) -> None:
+        """Keep the verdicts the run calibrates on (an empty list: none)."""
+        self.reviews_file.write_text(json.dumps(records, indent=2))
+
+    def reviews(self) -> list[dict]:
+        """The verdicts :meth:`save_reviews` kept; none for runs prepared before reviews."""
+        return json.loads(self.reviews_file.read_text()) if self.reviews_file.is_file() else []
 
     def candidate(self, name: str) -> RunDir:
         """The run folder of one candidate detector (see :meth:`add_candidate`)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.config import DatasetSpec, Settings
 from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
 from pipeline.data import io
+from pipeline.steps.reviews import already_reviewed
 from pipeline.steps.validation import is_validated, validated_landing
 
 
@@ -56,6 +57,7 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
             model.name,
             model.version,
             previous_scores=previous,
+            reviewed=already_reviewed(settings, dataset, day),
         )
     tracking.log_scoring_run(
         settings,

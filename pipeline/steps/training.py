@@ -16,14 +16,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import budget, episodes, evaluation, monitoring
+from pipeline import budget, episodes, evaluation, monitoring, reviews
 from pipeline.calibration import fit_calibrator
 from pipeline.checks import alarms
-from pipeline.config import ENTITY, DatasetSpec, RunConfig, Settings
+from pipeline.config import (
+    ENTITY,
+    DatasetSpec,
+    RunConfig,
+    Settings,
+    project_root,
+    validate_name,
+)
 from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.detectors.torch_base import TorchDetector
 from pipeline.scoring import WORKER_DEVICE, ModelBundle
+from pipeline.steps import reviews as steps_reviews
 from pipeline.steps.run_dir import PreparedSplit, RunDir, Split
 from pipeline.steps.validation import load_day
 
@@ -48,22 +56,49 @@ def run_config_from_params(params: dict | None) -> RunConfig:
     return RunConfig.model_validate(base.model_dump() | overrides)
 
 
+def retraining_params(params: dict | None, drift_events: list[dict]) -> dict:
+    """A run's Params, aimed at the dataset that drifted when drift events triggered the run.
+
+    ``drift_events`` are the extras of the ``tsad_drift`` events that triggered it (none for
+    a scheduled or manual run: ``params`` are kept). The latest event names the dataset; its
+    own run config (``configs/runs/<dataset>.yaml``) is used when there is one. Other datasets
+    among the events are named in a warning: one run trains one dataset.
+    """
+    params = dict(params or {})
+    if not drift_events:
+        return params
+    dataset = validate_name(str(drift_events[-1]["dataset"]))
+    others = sorted({str(event["dataset"]) for event in drift_events} - {dataset})
+    if others:
+        log.warning("drift of %s not retrained by this run: trigger it for each", others)
+    if (project_root() / "configs" / "runs" / f"{dataset}.yaml").is_file():
+        params["run_config"] = dataset
+    return params | {"dataset": dataset}
+
+
 def run_days(config: RunConfig) -> list[dt.date]:
     """Every day a training run reads, in order."""
     return [day for days in (config.train, config.validation, config.test) for day in days.dates()]
 
 
 def prepare(config: RunConfig, settings: Settings | None = None) -> str:
-    """Fit the scaler on training days only and store scaled, gap-aware segments per split."""
+    """Fit the scaler on training days only and store scaled, gap-aware segments per split.
+
+    Reviewed days (:func:`pipeline.steps.reviews.for_calibration`) join the validation days,
+    labeled by their reviews, and the verdicts used are kept in the run folder.
+    """
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(config.dataset)
+    verdicts = steps_reviews.for_calibration(settings, config)
+    calibration_days = sorted(set(config.validation.dates()) | set(reviews.days(verdicts)))
     splits: dict[Split, pd.DataFrame] = {
         "train": _load_days(settings, spec, config.train.dates()),
-        "validation": _load_days(settings, spec, config.validation.dates()),
+        "validation": reviews.labeled(_load_days(settings, spec, calibration_days), verdicts),
         "test": _load_days(settings, spec, config.test.dates()),
     }
     _refuse_constant_features(splits["train"], spec)
     run = RunDir.create(settings, config)
+    run.save_reviews(reviews.to_records(verdicts))
     segmented = {
         name: frame_to_segments(frame, spec.feature_names, spec.step)
         for name, frame in splits.items()

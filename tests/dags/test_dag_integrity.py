@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 HEAVY = ("torch", "pandas", "mlflow", "great_expectations", "sklearn", "pipeline.steps")
@@ -160,3 +162,62 @@ def test_scoring_signals_drift_on_an_asset(dagbag):
     signal = score.get_task("signal_drift")
     assert [outlet.name for outlet in signal.outlets] == ["tsad_drift"]
     assert signal.upstream_task_ids == {"score"}
+
+
+def test_training_runs_weekly_or_when_a_scored_day_drifts(dagbag, monkeypatch):
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    train, score = dagbag.dags["tsad_train"], dagbag.dags["tsad_score"]
+    timetable = train.timetable
+    assert isinstance(timetable, AssetOrTimeSchedule)
+    assert isinstance(timetable.timetable, CronTriggerTimetable)
+    assert timetable.timetable.expression == "0 0 * * 0"  # @weekly
+    # The very Asset the scoring DAG's drift signal emits on.
+    assert list(timetable.asset_condition.objects) == score.get_task("signal_drift").outlets
+    monkeypatch.setenv("TSAD_RETRAIN_ON_DRIFT", "false")
+    assert isinstance(dag_module("tsad_train").schedule(), CronTriggerTimetable)
+
+
+def drift_event(extra: dict):
+    """A ``tsad_drift`` event as a task's ``triggering_asset_events`` hands it over."""
+    from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+
+    return AssetEventDagRunReferenceResult(
+        asset=AssetReferenceAssetEventDagRun(name="tsad_drift", uri="tsad://drift/", extra={}),
+        extra=extra,
+        source_task_id="signal_drift",
+        source_dag_id="tsad_score",
+        source_run_id="scheduled__2026-01-10",
+        source_map_index=-1,
+        source_aliases=[],
+        timestamp=datetime(2026, 1, 11, tzinfo=UTC),
+    )
+
+
+@pytest.mark.usefixtures("dagbag")
+def test_a_drift_triggered_run_trains_the_dataset_that_drifted(tmp_path, monkeypatch):
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    from pipeline import steps
+    from pipeline.config import project_root
+
+    configs = tmp_path / "configs"
+    shutil.copytree(project_root() / "configs", configs)
+    for kind in ("datasets", "runs"):
+        shipped = yaml.safe_load((configs / kind / "vitals.yaml").read_text())
+        renamed = shipped | ({"name": "ward-b"} if kind == "datasets" else {"dataset": "ward-b"})
+        (configs / kind / "ward-b.yaml").write_text(yaml.safe_dump(renamed))
+    monkeypatch.setenv("TSAD_PROJECT_ROOT", str(tmp_path))
+    run_params = dag_module("tsad_train").run_params
+    defaults = {"run_config": "vitals", "dataset": None, "epochs": None}
+
+    events = TriggeringAssetEventsAccessor.build(
+        [drift_event({"dataset": "vitals", "date": "2026-01-09"}),
+         drift_event({"dataset": "ward-b", "date": "2026-01-10"})]
+    )  # fmt: skip
+    drifted = run_params(defaults, events)
+    assert drifted == {"run_config": "ward-b", "dataset": "ward-b", "epochs": None}
+    assert steps.run_config_from_params(drifted).dataset == "ward-b"
+    scheduled = run_params(defaults, TriggeringAssetEventsAccessor.build([]))
+    assert scheduled == defaults

@@ -14,7 +14,7 @@ from smtp_inbox import local_smtp
 
 from pipeline import steps, tracking
 from pipeline.config import RunConfig, Settings
-from pipeline.orchestration import init_airflow, parse_dags, run_dag
+from pipeline.orchestration import init_airflow, parse_dags, run_airflow, run_dag
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,8 @@ def pipeline_run(module_home: Settings) -> tuple[Settings, dict]:
     shifted.to_parquet(drifted, index=False)
     init_airflow(settings)
     parse_dags(settings)
+    # Unpaused, as on a running deployment: a drift event then queues a retraining run.
+    assert run_airflow(["dags", "unpause", "tsad_train"], settings).returncode == 0
     # The owners' mail (failures, quarantine, drift, digests) goes to a local server.
     with local_smtp() as (_, uri), pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", uri)
@@ -104,14 +106,20 @@ def test_a_broken_day_is_quarantined_while_others_score(pipeline_run):
     assert not settings.partition("scores", "vitals", BROKEN).exists()
 
 
-def drift_events(settings: Settings) -> list[dict]:
-    """The extras of every event on the ``tsad_drift`` Asset, from Airflow's database."""
+def airflow_rows(settings: Settings, query: str) -> list[tuple]:
+    """Rows of a query on Airflow's metadata database."""
     database = settings.home / "airflow" / "airflow.db"
     with contextlib.closing(sqlite3.connect(database)) as connection:
-        rows = connection.execute(
-            "SELECT asset_event.extra FROM asset_event JOIN asset "
-            "ON asset.id = asset_event.asset_id WHERE asset.name = 'tsad_drift'"
-        ).fetchall()
+        return connection.execute(query).fetchall()
+
+
+def drift_events(settings: Settings) -> list[dict]:
+    """The extras of every event on the ``tsad_drift`` Asset, from Airflow's database."""
+    rows = airflow_rows(
+        settings,
+        "SELECT asset_event.extra FROM asset_event JOIN asset "
+        "ON asset.id = asset_event.asset_id WHERE asset.name = 'tsad_drift'",
+    )
     return [json.loads(extra) for (extra,) in rows]
 
 
@@ -133,3 +141,11 @@ def test_each_day_has_a_report_and_only_a_drifted_day_triggers_retraining(pipeli
     assert {event["date"] for event in events} == drifted_days
     shifted = next(event for event in events if event["date"] == DRIFTED.isoformat())
     assert shifted["dataset"] == "vitals" and "heart_rate" in shifted["drifted_features"]
+    # The event queued a tsad_train run: the scheduler creates it from this queue and hands the
+    # event to its tasks, which train the dataset the extra names.
+    queued = airflow_rows(
+        settings,
+        "SELECT asset_dag_run_queue.target_dag_id FROM asset_dag_run_queue JOIN asset "
+        "ON asset.id = asset_dag_run_queue.asset_id WHERE asset.name = 'tsad_drift'",
+    )
+    assert queued == [("tsad_train",)]
