@@ -187,7 +187,9 @@ class CategoricalField(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    values: list[str] = Field(min_length=1)
+    values: list[str] | None = Field(
+        default=None, min_length=1, description="the declared set; None for free text (ids)"
+    )
 
 
 class AggregateSpec(BaseModel):
@@ -254,7 +256,7 @@ class EventsSpec(BaseModel):
         if width <= dt.timedelta(0) or dt.timedelta(days=1) % width:
             raise ValueError(f"bucket {self.bucket!r} must divide a day into whole buckets")
         numeric = {field.name for field in self.numeric}
-        categorical = {field.name: field.values for field in self.categorical}
+        categorical = {field.name: field.values or [] for field in self.categorical}
         for aggregate in self.aggregates:
             if aggregate.kind in AGGREGATES_OF_A_FIELD and aggregate.field not in numeric:
                 raise ValueError(
