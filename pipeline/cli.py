@@ -61,6 +61,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
             accounts=args.accounts,
             labeled_from=parse_date(args.labeled_from or "2026-02-06"),
             seed=args.seed,
+            incidents_per_1000_accounts=args.incidents_per_1000,
         )
     else:
         written = steps.generate(
@@ -208,6 +209,12 @@ def _add_data_commands(commands: Commands) -> None:
     generate.add_argument("--days", type=int, default=9)
     generate.add_argument("--patients", type=int, default=8, help="vitals only")
     generate.add_argument("--accounts", type=int, default=2000, help="transactions only")
+    generate.add_argument(
+        "--incidents-per-1000",
+        type=float,
+        default=12.0,
+        help="transactions only: fraud incidents a labeled day holds per 1,000 accounts",
+    )
     generate.add_argument("--labeled-from", default=None, help="default: the run config's")
     generate.add_argument("--seed", type=int, default=7)
     generate.set_defaults(handler=cmd_generate)

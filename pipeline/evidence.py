@@ -73,7 +73,7 @@ def evidence_section(alarmed: pd.DataFrame, transactions: pd.DataFrame, event_id
     parts = ["<h2>Transactions behind the alarms</h2>"]
     if alarmed.empty:
         return parts[0] + "<p>No alarms: no transactions to review.</p>"
-    by_id = transactions.set_index(transactions[event_id].astype(str), drop=False)
+    by_id = transactions.set_axis(transactions[event_id].astype(str).to_numpy())
     for entity, buckets in alarmed.groupby(ENTITY, sort=False):
         parts.append(f"<h3>{html.escape(str(entity))}</h3>")
         for bucket in buckets.itertuples(index=False):
@@ -83,7 +83,8 @@ def evidence_section(alarmed: pd.DataFrame, transactions: pd.DataFrame, event_id
                 f"episode {html.escape(str(bucket.episode_id))}: {len(shown)} transactions</p>"
             )
             if len(shown):
-                parts.append(_plain_table(shown.sort_values(by=list(shown.columns[:1]))))
+                in_time = shown.sort_values(TIMESTAMP) if TIMESTAMP in shown else shown
+                parts.append(_plain_table(in_time))
     return "".join(parts)
 
 

@@ -37,6 +37,7 @@ def generate_transactions(
     labeled_from: dt.date = dt.date(2026, 2, 6),
     seed: int = 7,
     settings: Settings | None = None,
+    incidents_per_1000_accounts: float = 12.0,
 ) -> list[str]:
     """Write the synthetic card-transactions demo data as daily landing partitions."""
     from pipeline.data.transactions_demo import TransactionsScenario
@@ -44,7 +45,12 @@ def generate_transactions(
 
     settings = Settings.resolve(settings)
     scenario = TransactionsScenario(
-        n_accounts=accounts, start=start, n_days=days, labeled_from=labeled_from, seed=seed
+        n_accounts=accounts,
+        start=start,
+        n_days=days,
+        labeled_from=labeled_from,
+        seed=seed,
+        incidents_per_1000_accounts=incidents_per_1000_accounts,
     )
     written = []
     for day, frame in payments(scenario).items():
