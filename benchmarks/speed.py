@@ -16,6 +16,10 @@ Items (``--only`` takes their names):
 ``input``   share of a training step spent outside the model (batching, host-to-device).
 ``airflow`` the scoring DAG for one day through ``airflow dags test`` against ``tsad score``,
             both as fresh processes. Needs Airflow, MLflow and Great Expectations.
+``transactions`` a day of payments of 100,000 accounts (about 2 million events; 5,000 with
+            ``--quick``) aggregated into hourly series and scored (PCA), then 4x that day,
+            each in a fresh process (``benchmarks.transactions_day``): events per CPU-second
+            and peak RSS (goal: 4x the day within 1.3x the 1x peak).
 
 With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA under bf16
 autocast; ``--compile`` adds ``torch.compile`` to the training items. An item whose
@@ -49,7 +53,8 @@ if TYPE_CHECKING:
 
     from pipeline.scoring import ModelBundle
 
-ITEMS = ("train", "score", "growth", "input", "airflow")
+ITEMS = ("train", "score", "growth", "input", "airflow", "transactions")
+TRANSACTIONS_GROWTH = (1, 4)
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
 GROWTH = (1, 2, 4, 8)
 # What the scoring bundle imports (no Airflow, MLflow or Great Expectations).
@@ -353,6 +358,25 @@ def bench_airflow(setup: dict) -> dict:
     return {"cli_s": cli_s, "airflow_s": dag_s, "ratio": dag_s / cli_s}
 
 
+def bench_transactions(root: Path, accounts: int) -> dict:
+    """Aggregate and score a day of ``accounts`` accounts, then 4x, each in a fresh process."""
+    from benchmarks.workloads import land_transactions, transactions_bundle
+
+    bundle_dir = transactions_bundle().save(root / "bundle")
+    results = {}
+    for factor in TRANSACTIONS_GROWTH:
+        day = land_transactions(root / f"x{factor}" / "landing", accounts * factor)
+        command = [sys.executable, "-m", "benchmarks.transactions_day", str(bundle_dir), str(day)]
+        command += ["--out", str(root / f"x{factor}" / "out")]
+        finished = subprocess.run(command, capture_output=True, text=True, check=True)
+        case = json.loads(finished.stdout.strip().splitlines()[-1])
+        case["accounts"] = accounts * factor
+        case["events_per_cpu_s"] = case["events"] / case["cpu_s"]
+        case["aggregate_events_per_cpu_s"] = case["events"] / case["aggregate_cpu_s"]
+        results[f"{factor}x"] = case
+    return results
+
+
 # --- running and reporting -----------------------------------------------------------------
 
 
@@ -393,6 +417,10 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
             ),
             "input": ((), lambda: bench_input(device, 4 * args.steps)),
             "airflow": ((*tracked, "airflow"), lambda: bench_airflow(scoring_setup())),
+            "transactions": (
+                SCORING_MODULES,
+                lambda: bench_transactions(root / "transactions", 5_000 if args.quick else 100_000),
+            ),
         }
         for item in ITEMS:
             if item not in chosen:
@@ -411,6 +439,7 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
 def headline(figures: dict) -> dict:
     """The top-level ratios, each None when its item did not run."""
     train, growth = figures.get("train", {}), figures.get("growth", {})
+    payments = figures.get("transactions", {})
     return {
         "at_train_speedup_b32": train.get("b32", {}).get("speedup"),
         "at_train_speedup_b256": train.get("b256", {}).get("speedup"),
@@ -423,6 +452,9 @@ def headline(figures: dict) -> dict:
             (case["host_share"] for case in figures.get("input", {}).values()), default=None
         ),
         "airflow_over_cli": figures.get("airflow", {}).get("ratio"),
+        "transactions_rss_4x_over_1x": (
+            payments["4x"]["peak_rss_mb"] / payments["1x"]["peak_rss_mb"] if payments else None
+        ),
     }
 
 
@@ -462,6 +494,15 @@ def table(figures: dict) -> str:
         rows.append(
             f"| scoring DAG via `airflow dags test` vs `tsad score` (s) "
             f"| {air['airflow_s']:.1f} | {air['cli_s']:.1f} | {air['ratio']:.2f}x |"
+        )
+    for factor, case in figures.get("transactions", {}).items():
+        base = figures["transactions"]["1x"]
+        rows.append(
+            f"| payments {factor}: {case['accounts']:,} accounts, {case['events']:,} events "
+            f"aggregated + scored (events per CPU-s; aggregation alone; peak RSS MB) "
+            f"| {case['events_per_cpu_s']:,.0f}; {case['aggregate_events_per_cpu_s']:,.0f}; "
+            f"{case['peak_rss_mb']:.0f} MB | 1x: {base['peak_rss_mb']:.0f} MB "
+            f"| RSS {case['peak_rss_mb'] / base['peak_rss_mb']:.2f} |"
         )
     for item, reason in figures.get("skipped", {}).items():
         rows.append(f"| {item}: skipped ({reason}) | | | |")

@@ -18,10 +18,14 @@ alarm on a bucket can name the payments inside it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.config import (
     ENTITY,
@@ -39,6 +43,10 @@ _FIRST, _LAST = "first_ns", "last_ns"
 _KEYS = [ENTITY, TIMESTAMP]
 # Partial rows gathered before they are merged: bounds memory at a few tens of MB.
 PENDING_ROWS = 1_000_000
+# Events aggregated together: a larger day is first split by entity into shards of this size,
+# so the buckets held at once (and the series built at once) do not grow with the day.
+EVENTS_PER_SHARD = 500_000
+SPILL_ROWS = 65_536
 
 
 class EventAggregator:
@@ -111,6 +119,10 @@ class EventAggregator:
         self._pending = len(self._partials[0])
         for name, parts in self._distinct.items():
             self._distinct[name] = [pd.concat(parts, ignore_index=True).drop_duplicates()]
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self._partials)
 
     def result(self) -> pd.DataFrame:
         """The day's canonical series: every bucket of the day for every entity seen."""
@@ -205,6 +217,71 @@ def aggregate_events(
     for batch in batches:
         aggregator.add(batch)
     return aggregator.result()
+
+
+def shards_for(events: int) -> int:
+    """How many entity shards a day of ``events`` is aggregated in."""
+    return max(1, math.ceil(events / EVENTS_PER_SHARD))
+
+
+def aggregate_day(
+    batches: Iterable[pd.DataFrame],
+    spec: DatasetSpec,
+    day: dt.date,
+    shards: int,
+    spill: Path,
+    locate: Callable[[pd.DataFrame], None],
+) -> Iterator[pd.DataFrame]:
+    """The day's series, one entity shard at a time; each event's bucket key goes to ``locate``.
+
+    With one shard the batches are aggregated as they come. With more, a first pass writes
+    each batch's rows to their entity's shard file under ``spill`` and a second aggregates
+    the shards one by one: every entity lies in one shard, so each yielded frame is the
+    whole series of its entities, and memory follows a shard, not the day.
+    """
+    if shards == 1:
+        sources: Iterable[Iterable[pd.DataFrame]] = [batches]
+    else:
+        sources = (_read_spilled(path) for path in _spill_by_entity(batches, spec, shards, spill))
+    for source in sources:
+        aggregator = EventAggregator(spec, day)
+        for batch in source:
+            locate(aggregator.add(batch))
+        if aggregator.has_events:
+            yield aggregator.result()
+
+
+def _spill_by_entity(
+    batches: Iterable[pd.DataFrame], spec: DatasetSpec, shards: int, spill: Path
+) -> list[Path]:
+    """Write every batch's rows to the shard file of their entity; returns the files written."""
+    paths = [spill / f"shard-{number}.parquet" for number in range(shards)]
+    writers: dict[int, pq.ParquetWriter] = {}
+    schema: pa.Schema | None = None
+    try:
+        for batch in batches:
+            table = pa.Table.from_pandas(batch, preserve_index=False)
+            schema = schema or table.schema
+            table = table.cast(schema)
+            entities = (
+                batch[spec.entity_source].astype(str).to_numpy(dtype=object)
+                if spec.entity_source
+                else np.full(len(batch), spec.default_entity, dtype=object)
+            )
+            shard = pd.util.hash_array(entities) % shards
+            for number in np.unique(shard):
+                if number not in writers:
+                    writers[number] = pq.ParquetWriter(paths[number], schema)
+                writers[number].write_table(table.filter(pa.array(shard == number)))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [paths[number] for number in sorted(writers)]
+
+
+def _read_spilled(path: Path) -> Iterator[pd.DataFrame]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=SPILL_ROWS):
+        yield batch.to_pandas()
 
 
 def event_columns(spec: DatasetSpec) -> list[str]:

@@ -89,6 +89,7 @@ class TransactionsScenario:
     incidents_per_1000_accounts: float = 12.0
     train_fraud_scale: float = 0.2
     seed: int = 0
+    first_account: int = 0  # numbers the accounts, so portfolios can be generated in parts
 
     def __post_init__(self) -> None:
         if self.n_days < 1 or self.n_accounts < 10:
@@ -116,16 +117,17 @@ class _Accounts:
     merchants: np.ndarray  # (account, 3) merchant number per favourite category
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, n: int) -> _Accounts:
+    def draw(cls, rng: np.random.Generator, n: int, first: int = 0) -> _Accounts:
         kind = rng.choice(3, n, p=[0.5, 0.42, 0.08])  # near-dormant, regular, heavy
         rate = np.select(
             [kind == 0, kind == 1],
             [rng.uniform(0.03, 0.3, n), rng.lognormal(np.log(2.5), 0.5, n)],
             rng.lognormal(np.log(10.0), 0.4, n),
         )
-        width = len(str(n))
+        width = len(str(first + n))
+        numbers = range(first, first + n)
         return cls(
-            ids=np.array([f"acct-{number:0{width}d}" for number in range(n)], dtype=object),
+            ids=np.array([f"acct-{number:0{width}d}" for number in numbers], dtype=object),
             rate=rate,
             spend=rng.lognormal(np.log(30.0), 0.7, n),
             home=rng.choice(len(HOME_COUNTRIES), n, p=[0.5, 0.2, 0.15, 0.15]),
@@ -137,7 +139,9 @@ class _Accounts:
 def generate_transactions(scenario: TransactionsScenario) -> dict[dt.date, pd.DataFrame]:
     """One frame of payments per day, in time order (see the module docstring)."""
     streams = np.random.SeedSequence(scenario.seed).spawn(1 + scenario.n_days)
-    accounts = _Accounts.draw(np.random.default_rng(streams[0]), scenario.n_accounts)
+    accounts = _Accounts.draw(
+        np.random.default_rng(streams[0]), scenario.n_accounts, scenario.first_account
+    )
     return {
         day: _day(scenario, accounts, day, np.random.default_rng(stream))
         for day, stream in zip(scenario.days, streams[1:], strict=True)
@@ -159,7 +163,9 @@ def _day(
     frame = frame.iloc[order].reset_index(drop=True)
     stamps = pd.Timestamp(day, tz="UTC") + pd.to_timedelta(seconds[order], unit="s")
     frame.insert(0, TIMESTAMP, stamps.as_unit("ns"))
-    frame.insert(2, EVENT_ID_COLUMN, [f"tx{day:%Y%m%d}-{n:07d}" for n in range(len(frame))])
+    first = scenario.first_account * 100  # ids stay unique across parts of one portfolio
+    ids = [f"tx{day:%Y%m%d}-{first + n:09d}" for n in range(len(frame))]
+    frame.insert(2, EVENT_ID_COLUMN, ids)
     if not labeled:
         return frame.drop(columns=[LABEL, FRAUD_KIND])
     return frame

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec, Settings
+from pipeline.config import ENTITY, LABEL, TIMESTAMP, DatasetSpec, Settings
 from pipeline.data import io
-from pipeline.data.aggregation import EVENT_ID, EventAggregator, event_columns
+from pipeline.data.aggregation import EVENT_ID, aggregate_day, event_columns, shards_for
 from pipeline.steps.validation import is_validated, report_path, validated_landing
 
 SERIES_FILE = "part-0.parquet"
 EVENT_INDEX = Path("event_index") / "part-0.parquet"
 SOURCE_FILE = "source.json"
+CSV_BYTES_PER_EVENT = 64  # a payment's line of text, about
 EVENT_INDEX_SCHEMA = pa.schema(
     [
         pa.field(ENTITY, pa.string()),
@@ -41,20 +43,61 @@ def series_partition(settings: Settings, spec: DatasetSpec, day: dt.date) -> Pat
     fingerprint = json.loads(report_path(settings, spec.name, day).read_text())["fingerprint"]
     target = settings.partition("series", spec.name, day)
     with io.exclusive_partition(target):
-        if _built_from(target) == fingerprint:
-            return target
-        with io.staged_directory(target) as staged:
-            aggregator = EventAggregator(spec, day)
-            index = staged / EVENT_INDEX
-            index.parent.mkdir()
-            with io.parquet_writer_atomic(index, EVENT_INDEX_SCHEMA) as append:
-                for batch in io.read_batches(
-                    landing, present_columns(landing, event_columns(spec))
-                ):
-                    append(aggregator.add(batch))
-            io.write_parquet_atomic(aggregator.result(), staged / SERIES_FILE)
-            io.write_text_atomic(json.dumps({"fingerprint": fingerprint}), staged / SOURCE_FILE)
+        if _built_from(target) != fingerprint:
+            build_series(landing, spec, day, target, fingerprint)
     return target
+
+
+def build_series(landing: Path, spec: DatasetSpec, day: dt.date, target: Path, source: str) -> Path:
+    """Aggregate the events of ``landing`` into the series folder ``target`` (replaced whole).
+
+    ``source`` names what was aggregated (the landing fingerprint); the caller has validated
+    the events and holds ``target``'s lock.
+    """
+    columns = present_columns(landing, event_columns(spec))
+    with (
+        io.staged_directory(target) as staged,
+        tempfile.TemporaryDirectory(prefix="tsad-events-") as spill,
+    ):
+        (staged / EVENT_INDEX).parent.mkdir()
+        with (
+            io.parquet_writer_atomic(staged / EVENT_INDEX, EVENT_INDEX_SCHEMA) as locate,
+            io.parquet_writer_atomic(staged / SERIES_FILE, series_schema(spec, columns)) as add,
+        ):
+            for series in aggregate_day(
+                io.read_batches(landing, columns),
+                spec,
+                day,
+                shards_for(events_in(landing)),
+                Path(spill),
+                locate,
+            ):
+                add(series)
+        io.write_text_atomic(json.dumps({"fingerprint": source}), staged / SOURCE_FILE)
+    return target
+
+
+def series_schema(spec: DatasetSpec, columns: list[str]) -> pa.Schema:
+    """The series file's columns: canonical keys, one float per aggregate, the label if read."""
+    fields = [
+        pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC")),
+        pa.field(ENTITY, pa.string()),
+        *(pa.field(name, pa.float64()) for name in spec.feature_names),
+    ]
+    if spec.label_column and spec.label_column in columns:
+        fields.append(pa.field(LABEL, pa.int8()))
+    return pa.schema(fields)
+
+
+def events_in(landing: Path) -> int:
+    """The day's event count from Parquet footers (CSV: estimated from its size)."""
+    total = 0
+    for path in io.partition_files(landing):
+        if path.suffix == ".parquet":
+            total += pq.ParquetFile(path).metadata.num_rows
+        else:
+            total += path.stat().st_size // CSV_BYTES_PER_EVENT
+    return total
 
 
 def _built_from(target: Path) -> str | None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DatasetSpec
-from pipeline.data.aggregation import aggregate_events
+from pipeline.data.aggregation import aggregate_day, aggregate_events
 
 DAY = dt.date(2026, 3, 1)
 CAP = 86_400.0
@@ -141,3 +141,20 @@ def test_a_spec_refuses_aggregates_it_cannot_compute():
     aggregates = [{"name": "m", "kind": "mean", "field": "amount"}]
     with pytest.raises(ValueError, match="needs a fill"):
         DatasetSpec.model_validate({"name": "x", "events": bad | {"aggregates": aggregates}})
+
+
+def test_a_day_split_into_entity_shards_aggregates_as_one(tmp_path):
+    events = random_events(2_000, accounts=30, seed=3)
+    whole = aggregate_events(in_batches(events, 500), SPEC, DAY)
+    located: list[pd.DataFrame] = []
+    parts = list(aggregate_day(in_batches(events, 500), SPEC, DAY, 3, tmp_path, located.append))
+    assert len(parts) == 3
+    assert not set(parts[0]["entity"]) & set(parts[1]["entity"])  # an entity in one shard
+    sharded = pd.concat(parts).sort_values(["entity", "timestamp"], ignore_index=True)
+    pd.testing.assert_frame_equal(sharded, whole)
+    index = pd.concat(located)
+    assert sorted(index["event_id"]) == sorted(events["txn_id"])
+    assert (
+        index["timestamp"]
+        == events.set_index("txn_id").loc[index["event_id"], "timestamp"].dt.floor("1h").to_numpy()
+    ).all()
