@@ -208,11 +208,11 @@ def _add_data_commands(commands: Commands) -> None:
     generate.add_argument("--start", default=None, help="default 2026-01-01 (transactions: 02-02)")
     generate.add_argument("--days", type=int, default=9)
     generate.add_argument("--patients", type=int, default=8, help="vitals only")
-    generate.add_argument("--accounts", type=int, default=2000, help="transactions only")
+    generate.add_argument("--accounts", type=int, default=3000, help="transactions only")
     generate.add_argument(
         "--incidents-per-1000",
         type=float,
-        default=12.0,
+        default=20.0,
         help="transactions only: fraud incidents a labeled day holds per 1,000 accounts",
     )
     generate.add_argument("--labeled-from", default=None, help="default: the run config's")

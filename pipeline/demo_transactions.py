@@ -24,9 +24,9 @@ from pipeline.orchestration import init_airflow, parse_dags, run_dag
 
 DATASET = "transactions"
 DAYS = 9
-ACCOUNTS = 2_000
+ACCOUNTS = 3_000
 ONE_DAY = dt.timedelta(days=1)
-FIGURES = ("vus_pr", "auc_pr", "f1", "precision", "recall", "episode_f1")
+FIGURES = ("vus_pr", "auc_pr", "f1", "precision", "recall", "event_f1", "episode_f1")
 
 
 def _break_last_day(settings: Settings, day: dt.date) -> None:

@@ -85,8 +85,8 @@ class TransactionsScenario:
     start: dt.date
     n_days: int
     labeled_from: dt.date
-    n_accounts: int = 2_000
-    incidents_per_1000_accounts: float = 12.0
+    n_accounts: int = 3_000
+    incidents_per_1000_accounts: float = 20.0
     train_fraud_scale: float = 0.2
     seed: int = 0
     first_account: int = 0  # numbers the accounts, so portfolios can be generated in parts

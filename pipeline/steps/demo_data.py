@@ -33,11 +33,11 @@ def generate(
 def generate_transactions(
     start: dt.date = dt.date(2026, 2, 2),
     days: int = 9,
-    accounts: int = 2_000,
+    accounts: int = 3_000,
     labeled_from: dt.date = dt.date(2026, 2, 6),
     seed: int = 7,
     settings: Settings | None = None,
-    incidents_per_1000_accounts: float = 12.0,
+    incidents_per_1000_accounts: float = 20.0,
 ) -> list[str]:
     """Write the synthetic card-transactions demo data as daily landing partitions."""
     from pipeline.data.transactions_demo import TransactionsScenario
