@@ -113,8 +113,12 @@ TRANSACTIONS_DAY = dt.date(2026, 3, 2)
 ACCOUNTS_PER_PART = 50_000
 
 
+# Payments per account and day ten times the demo's: 100,000 accounts make about 2 million.
+BENCHMARK_ACTIVITY = 10.0
+
+
 def land_transactions(root: Path, accounts: int, day: dt.date = TRANSACTIONS_DAY) -> Path:
-    """A landed day of ``accounts`` accounts' payments, written in parts of 50,000 accounts."""
+    """A landed day of ``accounts`` busy accounts' payments, in parts of 50,000 accounts."""
     from pipeline.data.transactions_demo import TransactionsScenario, generate_transactions
 
     directory = root / f"date={day.isoformat()}"
@@ -125,6 +129,7 @@ def land_transactions(root: Path, accounts: int, day: dt.date = TRANSACTIONS_DAY
             labeled_from=day + dt.timedelta(days=1),
             n_accounts=min(ACCOUNTS_PER_PART, accounts - first),
             first_account=first,
+            activity=BENCHMARK_ACTIVITY,
             seed=part,
         )
         frame = generate_transactions(scenario)[day]

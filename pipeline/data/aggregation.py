@@ -43,9 +43,10 @@ _FIRST, _LAST = "first_ns", "last_ns"
 _KEYS = [ENTITY, TIMESTAMP]
 # Partial rows gathered before they are merged: bounds memory at a few tens of MB.
 PENDING_ROWS = 1_000_000
-# Events aggregated together: a larger day is first split by entity into shards of this size,
-# so the buckets held at once (and the series built at once) do not grow with the day.
-EVENTS_PER_SHARD = 500_000
+# Events aggregated together: a larger day is first split by entity into shards of about this
+# size, so the buckets held at once (every bucket of a shard's entities, empty ones included)
+# and the series built at once do not grow with the day.
+EVENTS_PER_SHARD = 50_000
 SPILL_ROWS = 65_536
 
 

@@ -90,6 +90,7 @@ class TransactionsScenario:
     train_fraud_scale: float = 0.2
     seed: int = 0
     first_account: int = 0  # numbers the accounts, so portfolios can be generated in parts
+    activity: float = 1.0  # scales every account's payments per day (a busier portfolio)
 
     def __post_init__(self) -> None:
         if self.n_days < 1 or self.n_accounts < 10:
@@ -152,7 +153,7 @@ def _day(
     scenario: TransactionsScenario, accounts: _Accounts, day: dt.date, rng: np.random.Generator
 ) -> pd.DataFrame:
     labeled = scenario.is_labeled(day)
-    normal = _normal_payments(accounts, day, rng)
+    normal = _normal_payments(accounts, day, scenario.activity, rng)
     scale = 1.0 if labeled else scenario.train_fraud_scale
     expected = scenario.incidents_per_1000_accounts * scale * scenario.n_accounts / 1000
     victims = rng.choice(len(accounts.ids), min(rng.poisson(expected), len(accounts.ids)), False)
@@ -204,8 +205,10 @@ def _payments(
     )
 
 
-def _normal_payments(accounts: _Accounts, day: dt.date, rng: np.random.Generator) -> pd.DataFrame:
-    counts = rng.poisson(accounts.rate * _WEEKDAY_FACTOR[day.weekday()])
+def _normal_payments(
+    accounts: _Accounts, day: dt.date, activity: float, rng: np.random.Generator
+) -> pd.DataFrame:
+    counts = rng.poisson(accounts.rate * activity * _WEEKDAY_FACTOR[day.weekday()])
     who = np.repeat(np.arange(len(accounts.ids)), counts)
     n = len(who)
     seconds = rng.choice(24, n, p=_HOURLY) * 3600 + rng.integers(0, 3600, n)
