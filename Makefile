@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TSAD_HOME ?= $(CURDIR)/.tsad
+# `make demo DATASET=transactions` runs the payments demo instead of the vital-signs one.
+DATASET ?= vitals
 
 .PHONY: venv demo test lint format audit reliability up screenshots clean
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-test.txt
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/tsad demo
+	$(BIN)/tsad demo --dataset $(DATASET)
 
 test: venv
 	$(BIN)/python -m pytest

@@ -25,6 +25,10 @@ Items (``--only`` takes their names):
 ``jobs``    ``tsad bench`` over ASD's series with five CPU-friendly detectors (one epoch),
             serially and with ``--jobs 2``, fresh processes: the speedup, and whether both CSVs
             hold the same rows. Needs the public series (``--data-root``).
+``transactions`` a day of payments of 100,000 accounts (about 2 million events; 5,000 with
+            ``--quick``) aggregated into hourly series and scored (PCA), then 4x that day,
+            each in a fresh process (``benchmarks.transactions_day``): events per CPU-second
+            and peak RSS (goal: 4x the day within 1.3x the 1x peak).
 
 With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA; tsad's side
 runs at ``precision: auto`` (bf16 on CUDA and on CPUs with native bf16); ``--compile`` adds
@@ -60,7 +64,8 @@ if TYPE_CHECKING:
 
     from pipeline.scoring import ModelBundle
 
-ITEMS = ("train", "score", "score2000", "growth", "input", "airflow", "jobs", "compile")
+ITEMS = ("train", "score", "score2000", "growth", "input", "airflow", "jobs", "compile", "transactions")
+TRANSACTIONS_GROWTH = (1, 4)
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
 GROWTH = (1, 2, 4, 8)
 # The realistic day: ten times the score item's entities (2,000 x 1,440 minutes).
@@ -487,6 +492,23 @@ def bench_jobs(data_root: Path, scratch: Path, jobs: int) -> dict:
         "speedup": seconds["serial"] / seconds["parallel"],
         "same_rows": bool(tables["serial"].equals(tables["parallel"])),
     }
+def bench_transactions(root: Path, accounts: int) -> dict:
+    """Aggregate and score a day of ``accounts`` accounts, then 4x, each in a fresh process."""
+    from benchmarks.workloads import land_transactions, transactions_bundle
+
+    bundle_dir = transactions_bundle().save(root / "bundle")
+    results = {}
+    for factor in TRANSACTIONS_GROWTH:
+        day = land_transactions(root / f"x{factor}" / "landing", accounts * factor)
+        command = [sys.executable, "-m", "benchmarks.transactions_day", str(bundle_dir), str(day)]
+        command += ["--out", str(root / f"x{factor}" / "out")]
+        finished = subprocess.run(command, capture_output=True, text=True, check=True)
+        case = json.loads(finished.stdout.strip().splitlines()[-1])
+        case["accounts"] = accounts * factor
+        case["events_per_cpu_s"] = case["events"] / case["cpu_s"]
+        case["aggregate_events_per_cpu_s"] = case["events"] / case["aggregate_cpu_s"]
+        results[f"{factor}x"] = case
+    return results
 
 
 # --- running and reporting -----------------------------------------------------------------
@@ -535,6 +557,10 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
             "airflow": ((*tracked, "airflow"), lambda: bench_airflow(scoring_setup())),
             "jobs": (SCORING_MODULES, lambda: bench_jobs(args.data_root, root, args.jobs)),
             "compile": (SCORING_MODULES, lambda: bench_compile(root)),
+            "transactions": (
+                SCORING_MODULES,
+                lambda: bench_transactions(root / "transactions", 5_000 if args.quick else 100_000),
+            ),
         }
         for item in ITEMS:
             if item not in chosen:
@@ -554,6 +580,7 @@ def headline(figures: dict) -> dict:
     """The top-level ratios, each None when its item did not run."""
     train, growth = figures.get("train", {}), figures.get("growth", {})
     small, large = figures.get("score"), figures.get("score2000")
+    payments = figures.get("transactions", {})
     return {
         "at_train_speedup_b32": train.get("b32", {}).get("speedup"),
         "at_train_speedup_b32_fp32": train.get("b32", {}).get("speedup_fp32"),
@@ -573,6 +600,9 @@ def headline(figures: dict) -> dict:
             (case["host_share"] for case in figures.get("input", {}).values()), default=None
         ),
         "airflow_over_cli": figures.get("airflow", {}).get("ratio"),
+        "transactions_rss_4x_over_1x": (
+            payments["4x"]["peak_rss_mb"] / payments["1x"]["peak_rss_mb"] if payments else None
+        ),
     }
 
 
@@ -650,6 +680,15 @@ def process_rows(figures: dict) -> list[str]:
             f"| `tsad bench --jobs {jobs['jobs']}`, {jobs['series']} series x "
             f"{jobs['detectors']} (s; baseline: serial; same rows: {jobs['same_rows']}) "
             f"| {jobs['parallel_s']:.1f} | {jobs['serial_s']:.1f} | {jobs['speedup']:.2f}x |"
+        )
+    for factor, case in figures.get("transactions", {}).items():
+        base = figures["transactions"]["1x"]
+        rows.append(
+            f"| payments {factor}: {case['accounts']:,} accounts, {case['events']:,} events "
+            f"aggregated + scored (events per CPU-s; aggregation alone; peak RSS MB) "
+            f"| {case['events_per_cpu_s']:,.0f}; {case['aggregate_events_per_cpu_s']:,.0f}; "
+            f"{case['peak_rss_mb']:.0f} MB | 1x: {base['peak_rss_mb']:.0f} MB "
+            f"| RSS {case['peak_rss_mb'] / base['peak_rss_mb']:.2f} |"
         )
     return rows
 

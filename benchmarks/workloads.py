@@ -107,3 +107,56 @@ def demo_bundle(device: str, entities: int = 8, seed: int = 0) -> ModelBundle:
         profile=profile,
         entities=frozenset(frame[ENTITY].unique()),
     )
+
+
+TRANSACTIONS_DAY = dt.date(2026, 3, 2)
+ACCOUNTS_PER_PART = 50_000
+
+
+# Payments per account and day ten times the demo's: 100,000 accounts make about 2 million.
+BENCHMARK_ACTIVITY = 10.0
+
+
+def land_transactions(root: Path, accounts: int, day: dt.date = TRANSACTIONS_DAY) -> Path:
+    """A landed day of ``accounts`` busy accounts' payments, in parts of 50,000 accounts."""
+    from pipeline.data.transactions_demo import TransactionsScenario, generate_transactions
+
+    directory = root / f"date={day.isoformat()}"
+    for part, first in enumerate(range(0, accounts, ACCOUNTS_PER_PART)):
+        scenario = TransactionsScenario(
+            start=day,
+            n_days=1,
+            labeled_from=day + dt.timedelta(days=1),
+            n_accounts=min(ACCOUNTS_PER_PART, accounts - first),
+            first_account=first,
+            activity=BENCHMARK_ACTIVITY,
+            seed=part,
+        )
+        frame = generate_transactions(scenario)[day]
+        io.write_parquet_atomic(frame, directory / f"part-{part}.parquet")
+    return directory
+
+
+def transactions_bundle(accounts: int = 2_000) -> ModelBundle:
+    """PCA on a day of ``accounts`` accounts' hourly series; threshold: 99th percentile."""
+    from pipeline.data.aggregation import aggregate_events
+    from pipeline.data.transactions_demo import TransactionsScenario, generate_transactions
+
+    spec = DatasetSpec.load("transactions")
+    day = TRANSACTIONS_DAY - dt.timedelta(days=7)
+    scenario = TransactionsScenario(
+        start=day, n_days=1, labeled_from=TRANSACTIONS_DAY, n_accounts=accounts
+    )
+    frame = aggregate_events([generate_transactions(scenario)[day]], spec, day)
+    segments, _ = frame_to_segments(frame, spec.feature_names, spec.step)
+    scaler = StandardScaler.fit(segments.values, spec.feature_names)
+    scaled = Segments(scaler.transform(segments.values), segments.bounds)
+    detector = detector_class("pca")(window=RunConfig.load("transactions").window).fit(scaled)
+    scores = detector.score(scaled)
+    calibrator = make_calibrator("percentile").fit(scores)
+    profile = ReferenceProfile.build(
+        spec.feature_names, scaled.values, scores, calibrator.threshold_
+    )
+    return ModelBundle(
+        spec, scaler, detector, calibrator, profile, entities=frozenset(frame[ENTITY].unique())
+    )

@@ -54,13 +54,23 @@ def _print(value: object) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    written = steps.generate(
-        start=parse_date(args.start),
-        days=args.days,
-        patients=args.patients,
-        labeled_from=parse_date(args.labeled_from),
-        seed=args.seed,
-    )
+    if args.dataset == "transactions":
+        written = steps.generate_transactions(
+            start=parse_date(args.start or "2026-02-02"),
+            days=args.days,
+            accounts=args.accounts,
+            labeled_from=parse_date(args.labeled_from or "2026-02-06"),
+            seed=args.seed,
+            incidents_per_1000_accounts=args.incidents_per_1000,
+        )
+    else:
+        written = steps.generate(
+            start=parse_date(args.start or "2026-01-01"),
+            days=args.days,
+            patients=args.patients,
+            labeled_from=parse_date(args.labeled_from or "2026-01-05"),
+            seed=args.seed,
+        )
     _print(f"wrote {len(written)} daily partitions, {written[0]} .. {written[-1]}")
 
 
@@ -133,9 +143,14 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pipeline import demo
+    if args.dataset == "transactions":
+        from pipeline import demo_transactions
 
-    demo.run(epochs=args.epochs)
+        demo_transactions.run(epochs=args.epochs, accounts=args.accounts)
+    else:
+        from pipeline import demo
+
+        demo.run(epochs=args.epochs)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -213,16 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEMO_DATASETS = ("vitals", "transactions")
 Commands = argparse._SubParsersAction  # what add_subparsers returns; argparse names it privately
 
 
 def _add_data_commands(commands: Commands) -> None:
     """Commands on daily partitions: write demo days, validate, score or notify one."""
-    generate = commands.add_parser("generate", help="write the synthetic vital-signs demo data")
-    generate.add_argument("--start", default="2026-01-01")
+    generate = commands.add_parser("generate", help="write synthetic demo data (landing days)")
+    generate.add_argument("--dataset", choices=DEMO_DATASETS, default="vitals")
+    generate.add_argument("--start", default=None, help="default 2026-01-01 (transactions: 02-02)")
     generate.add_argument("--days", type=int, default=9)
-    generate.add_argument("--patients", type=int, default=8)
-    generate.add_argument("--labeled-from", default="2026-01-05")
+    generate.add_argument("--patients", type=int, default=8, help="vitals only")
+    generate.add_argument("--accounts", type=int, default=3000, help="transactions only")
+    generate.add_argument(
+        "--incidents-per-1000",
+        type=float,
+        default=20.0,
+        help="transactions only: fraud incidents a labeled day holds per 1,000 accounts",
+    )
+    generate.add_argument("--labeled-from", default=None, help="default: the run config's")
     generate.add_argument("--seed", type=int, default=7)
     generate.set_defaults(handler=cmd_generate)
 
@@ -287,6 +311,8 @@ def _add_tool_commands(commands: Commands) -> None:
     """The demo, the benchmark, the detector list and the Airflow environment."""
     demo = commands.add_parser("demo", help="the whole loop through Airflow on demo data")
     demo.add_argument("--epochs", type=int, default=None)
+    demo.add_argument("--dataset", choices=DEMO_DATASETS, default="vitals")
+    demo.add_argument("--accounts", type=int, default=None, help="transactions only")
     demo.set_defaults(handler=cmd_demo)
 
     bench = commands.add_parser("bench", help="benchmark detectors on public labeled data")

@@ -170,6 +170,129 @@ class NotificationsSpec(BaseModel):
         return value
 
 
+AggregateKind = Literal["count", "sum", "mean", "max", "distinct", "share", "time_since_previous"]
+AGGREGATES_OF_A_FIELD = ("sum", "mean", "max")
+# Aggregates whose empty bucket has a meaning of its own: no events, nothing spent, none seen.
+ZERO_FILLED: tuple[str, ...] = ("count", "sum", "distinct", "share")
+# Upper bound of an aggregate feature: aggregates are checked on the raw events, not after.
+AGGREGATE_CEILING = 1e300
+
+
+class NumericField(BaseModel):
+    """A numeric field of each event (an amount), with the range a valid event's value lies in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    min: float = 0.0
+    max: float | None = None
+
+
+class CategoricalField(BaseModel):
+    """A categorical field of each event (currency, merchant category) and its declared values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    values: list[str] | None = Field(
+        default=None, min_length=1, description="the declared set; None for free text (ids)"
+    )
+
+
+class AggregateSpec(BaseModel):
+    """One feature of the bucketed series: how a bucket's events become one number.
+
+    ``count`` events; ``sum``, ``mean`` or ``max`` of a numeric ``field``; ``distinct`` values
+    of a categorical ``field``; ``share`` of events whose ``field`` equals ``value``;
+    ``time_since_previous``: seconds from the entity's previous event that day to the bucket's
+    first event, capped at ``fill``. Empty buckets get ``fill``: 0 for counts, sums, distinct
+    counts and shares (what no events mean), and a declared value for the others.
+    ``transform: log1p`` tames heavy tails (amounts) before the detector sees them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: AggregateKind
+    field: str | None = None
+    value: str | None = None
+    fill: float | None = None
+    transform: Literal["none", "log1p"] = "none"
+
+    @model_validator(mode="after")
+    def _complete(self) -> AggregateSpec:
+        needs_field = self.kind in (*AGGREGATES_OF_A_FIELD, "distinct", "share")
+        if needs_field != (self.field is not None):
+            raise ValueError(
+                f"aggregate {self.name!r}: {self.kind} "
+                + ("needs a field" if needs_field else "takes no field")
+            )
+        if (self.kind == "share") != (self.value is not None):
+            raise ValueError(f"aggregate {self.name!r}: a value goes with kind share, only")
+        if self.fill is None and self.kind not in ZERO_FILLED:
+            raise ValueError(f"aggregate {self.name!r}: {self.kind} of no events needs a fill")
+        if self.kind == "time_since_previous" and not (self.fill or 0) > 0:
+            raise ValueError(f"aggregate {self.name!r}: its fill (the cap, seconds) must be > 0")
+        return self
+
+    @property
+    def empty_value(self) -> float:
+        """The value of a bucket without events."""
+        return 0.0 if self.fill is None else self.fill
+
+
+class EventsSpec(BaseModel):
+    """An event source (one row per payment) and how it becomes a regular per-entity series.
+
+    The raw events are validated (numbers in range, categories from their declared sets,
+    unique ``event_id``, timestamps inside the day) and then aggregated into buckets of
+    ``bucket`` (which must divide a day): every entity seen that day gets every bucket of it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    bucket: str = Field(description="pandas offset alias of the bucket width, e.g. '1h'")
+    numeric: list[NumericField] = Field(default_factory=list)
+    categorical: list[CategoricalField] = Field(default_factory=list)
+    aggregates: list[AggregateSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EventsSpec:
+        width = parse_duration(self.bucket, "bucket")
+        if width <= dt.timedelta(0) or dt.timedelta(days=1) % width:
+            raise ValueError(f"bucket {self.bucket!r} must divide a day into whole buckets")
+        numeric = {field.name for field in self.numeric}
+        categorical = {field.name: field.values or [] for field in self.categorical}
+        for aggregate in self.aggregates:
+            if aggregate.kind in AGGREGATES_OF_A_FIELD and aggregate.field not in numeric:
+                raise ValueError(
+                    f"aggregate {aggregate.name!r}: no numeric field {aggregate.field!r}"
+                )
+            if aggregate.kind in ("distinct", "share") and aggregate.field not in categorical:
+                raise ValueError(
+                    f"aggregate {aggregate.name!r}: no categorical field {aggregate.field!r}"
+                )
+            declared = categorical.get(aggregate.field or "", [])
+            if aggregate.kind == "share" and aggregate.value not in declared:
+                raise ValueError(
+                    f"aggregate {aggregate.name!r}: {aggregate.value!r} is not a declared value "
+                    f"of {aggregate.field!r}"
+                )
+        return self
+
+    @property
+    def fields(self) -> list[str]:
+        return [field.name for field in self.numeric] + [field.name for field in self.categorical]
+
+    def features(self) -> list[dict]:
+        """The bucketed series' features, one per aggregate, as a spec's ``features`` list."""
+        return [
+            {"name": aggregate.name, "min": 0.0, "max": AGGREGATE_CEILING}
+            for aggregate in self.aggregates
+        ]
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -192,11 +315,23 @@ class DatasetSpec(BaseModel):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    events: EventsSpec | None = Field(
+        default=None, description="an event source, aggregated into the series the model reads"
+    )
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return validate_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _series_of_events(cls, data: object) -> object:
+        """An event source's features and step are its aggregates and bucket width."""
+        if isinstance(data, dict) and isinstance(data.get("events"), dict):
+            events = EventsSpec.model_validate(data["events"])
+            data = {"features": events.features(), "frequency": events.bucket} | data
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -208,7 +343,23 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"feature names may not use reserved columns {sorted(reserved)}")
         if self.max_rows_per_day is not None and self.max_rows_per_day < self.min_rows_per_day:
             raise ValueError("max_rows_per_day must be at least min_rows_per_day")
+        if self.events is not None:
+            aggregates = [aggregate.name for aggregate in self.events.aggregates]
+            if names != aggregates or self.step != parse_duration(self.events.bucket, "bucket"):
+                raise ValueError("an event source's features and frequency follow its aggregates")
         return self
+
+    def series_spec(self) -> DatasetSpec:
+        """The spec of the aggregated series: canonical columns, one feature per aggregate."""
+        if self.events is None:
+            return self
+        return self.model_copy(
+            update={
+                "events": None,
+                "entity_source": ENTITY,
+                "label_column": LABEL if self.label_column else None,
+            }
+        )
 
     @property
     def feature_names(self) -> list[str]:
@@ -415,7 +566,7 @@ class Settings(BaseModel):
 
     def partition(
         self,
-        zone: Literal["landing", "validation", "quarantine", "scores", "reviews"],
+        zone: Literal["landing", "validation", "quarantine", "series", "scores", "reviews"],
         dataset: str,
         day: dt.date,
     ) -> Path:

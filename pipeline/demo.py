@@ -37,11 +37,17 @@ def _scoring_days(config: RunConfig) -> list[dt.date]:
     return [first + offset * ONE_DAY for offset in range((last - first).days + 1)]
 
 
-def _summarise(settings: Settings, config: RunConfig, days: list[dt.date]) -> None:
+def summarise(
+    settings: Settings,
+    config: RunConfig,
+    days: list[dt.date],
+    dataset: str = DATASET,
+    alarm_unit: str = "alarm minutes",
+) -> None:
     from pipeline import tracking
 
     client = tracking.connect(settings)
-    name = settings.model_name(DATASET)
+    name = settings.model_name(dataset)
     production = client.get_model_version_by_alias(name, tracking.PRODUCTION)
     metrics = {
         key.removeprefix("metric."): value
@@ -74,14 +80,14 @@ def _summarise(settings: Settings, config: RunConfig, days: list[dt.date]) -> No
     )
     print("scoring days     :")
     for day in days:
-        summary = settings.partition("scores", DATASET, day) / steps.SUMMARY_FILE
-        quarantine = settings.partition("quarantine", DATASET, day)
+        summary = settings.partition("scores", dataset, day) / steps.SUMMARY_FILE
+        quarantine = settings.partition("quarantine", dataset, day)
         if summary.is_file():
             data = json.loads(summary.read_text())
             drift = data.get("drift") or {}
             drifted = ", ".join(drift.get("drifted_features", [])) or "scores"
             print(
-                f"  {day}  {data['rows']:>6} rows  {data['anomalies']:>5} alarm minutes "
+                f"  {day}  {data['rows']:>6} rows  {data['anomalies']:>5} {alarm_unit} "
                 f"({data['anomaly_rate']:.2%})  {data['episodes']:>3} episodes "
                 f"({data['episodes_held_back']} held back)  model v{data['model_version']}"
                 + (f"  DRIFT: {drifted}" if drift.get("drifted") else "")
@@ -120,5 +126,5 @@ def run(epochs: int | None = None) -> None:
         # the scheduler's run for `day` fires once that day is over.
         state = run_dag("tsad_score", settings, logical_date=(day + ONE_DAY).isoformat())
         print(f"[demo] tsad_score {day}: {state}")
-    _summarise(settings, config, days)
+    summarise(settings, config, days)
     print(f"[demo] finished in {time.monotonic() - started:.0f} s")

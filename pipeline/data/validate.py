@@ -85,7 +85,7 @@ def build_suite(spec: DatasetSpec, day: dt.date) -> gx.ExpectationSuite:
         name=f"{spec.name}-{day.isoformat()}",
         expectations=[
             *(gxe.ExpectColumnToExist(column=column) for column in _required_columns(spec)),
-            *_feature_expectations(spec),
+            *(_event_expectations(spec) if spec.events else _feature_expectations(spec)),
             *_key_expectations(spec, day),
             *_label_expectations(spec),
             gxe.ExpectTableRowCountToBeBetween(
@@ -112,7 +112,7 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, day: dt.date) -> Vali
         result["results"], day, unusable={TIMESTAMP} if timestamp_problem else set()
     )
     warnings = [f"unknown column {column!r} ignored" for column in _unknown_columns(frame, spec)]
-    if not timestamp_problem:
+    if not timestamp_problem and spec.events is None:  # events arrive in any order
         warnings += _out_of_order(frame, spec)
     return ValidationReport(
         dataset=spec.name,
@@ -127,11 +127,16 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec, day: dt.date) -> Vali
 
 
 def _feature_columns(spec: DatasetSpec) -> list[str]:
+    """The numeric source columns: the features, or an event source's numeric fields."""
+    if spec.events is not None:
+        return [field.name for field in spec.events.numeric]
     return [feature.source or feature.name for feature in spec.features]
 
 
 def _required_columns(spec: DatasetSpec) -> list[str]:
     entity = [spec.entity_source] if spec.entity_source else []
+    if spec.events is not None:
+        return [TIMESTAMP, *entity, spec.events.event_id, *spec.events.fields]
     return [TIMESTAMP, *entity, *_feature_columns(spec)]
 
 
@@ -178,14 +183,40 @@ def _feature_expectations(spec: DatasetSpec) -> Iterator[gxe.Expectation]:
         )
 
 
+def _event_expectations(spec: DatasetSpec) -> Iterator[gxe.Expectation]:
+    """Amounts are numbers in their range, categories from their declared sets, ids unique."""
+    assert spec.events is not None
+    for numeric in spec.events.numeric:
+        yield gxe.ExpectColumnValuesToBeInTypeList(
+            column=numeric.name, type_list=list(_NUMERIC_TYPES)
+        )
+        yield gxe.ExpectColumnValuesToNotBeNull(
+            column=numeric.name, mostly=1.0 - spec.max_null_fraction
+        )
+        yield gxe.ExpectColumnValuesToBeBetween(
+            column=numeric.name, min_value=numeric.min, max_value=numeric.max
+        )
+    for categorical in spec.events.categorical:
+        yield gxe.ExpectColumnValuesToNotBeNull(column=categorical.name)
+        if categorical.values is not None:
+            yield gxe.ExpectColumnValuesToBeInSet(
+                column=categorical.name, value_set=categorical.values
+            )
+    yield gxe.ExpectColumnValuesToNotBeNull(column=spec.events.event_id)
+    yield gxe.ExpectColumnValuesToBeUnique(column=spec.events.event_id)
+
+
 def _key_expectations(spec: DatasetSpec, day: dt.date) -> Iterator[gxe.Expectation]:
-    """Every row has a key, no key repeats, and every timestamp lies in the partition's UTC day."""
+    """Every row has a key, no key repeats, and every timestamp lies in the partition's UTC day.
+
+    Events have their own key (the event id): two payments of a card may share a moment.
+    """
     keys = [spec.entity_source, TIMESTAMP] if spec.entity_source else [TIMESTAMP]
     for column in keys:
         yield gxe.ExpectColumnValuesToNotBeNull(column=column)
-    if spec.entity_source:
+    if spec.events is None and spec.entity_source:
         yield gxe.ExpectCompoundColumnsToBeUnique(column_list=keys)
-    else:
+    elif spec.events is None:
         yield gxe.ExpectColumnValuesToBeUnique(column=TIMESTAMP)
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     yield gxe.ExpectColumnValuesToBeBetween(
@@ -302,8 +333,9 @@ def _describe(outcome: dict, day: dt.date) -> str:  # noqa: C901 (one case per e
         case "expect_column_values_to_be_between" if subject == TIMESTAMP:
             return f"{subject}: {count} rows outside {day.isoformat()}"
         case "expect_column_values_to_be_between":
-            low, high = kwargs["min_value"], kwargs["max_value"]
-            return f"{subject}: {count} values outside [{low:g}, {high:g}]"
+            low, high = kwargs["min_value"], kwargs.get("max_value")
+            upper = "inf" if high is None else f"{high:g}"
+            return f"{subject}: {count} values outside [{low:g}, {upper}]"
         case "expect_compound_columns_to_be_unique" | "expect_column_values_to_be_unique":
             return f"{subject}: {count} rows with a duplicated key"
         case "expect_column_values_to_be_in_set":

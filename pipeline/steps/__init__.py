@@ -12,12 +12,14 @@ the DAG task). One module per DAG concern:
 - :mod:`~pipeline.steps.registration`: register a run, promote a version;
 - :mod:`~pipeline.steps.scoring`: score a day with the production model, read its drift;
 - :mod:`~pipeline.steps.notification`: a scored day's digest for the owners, composed or sent;
+- :mod:`~pipeline.steps.series`: an event dataset's days aggregated into bucket series;
+- :mod:`~pipeline.steps.evidence`: a scored event day's alarms linked to their events;
 - :mod:`~pipeline.steps.demo_data`: the synthetic demo days.
 """
 
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 from pipeline.steps.candidates import candidate_name, candidate_runs, select
-from pipeline.steps.demo_data import generate
+from pipeline.steps.demo_data import generate, generate_transactions
 from pipeline.steps.notification import day_digest, notify, owners, slack_channel
 from pipeline.steps.registration import (
     PromotionResult,
@@ -66,6 +68,7 @@ __all__ = [
     "drift_status",
     "evaluate",
     "generate",
+    "generate_transactions",
     "is_validated",
     "load_day",
     "notify",

@@ -1,4 +1,4 @@
-"""The demo data step: synthetic vital signs written as daily landing partitions."""
+"""The demo data steps: synthetic vital signs or card transactions as daily landing partitions."""
 
 from __future__ import annotations
 
@@ -26,5 +26,34 @@ def generate(
     written = []
     for day, frame in generate_vitals(scenario).items():
         target = settings.partition("landing", "vitals", day) / "part-0.parquet"
+        written.append(str(io.write_parquet_atomic(frame, target)))
+    return written
+
+
+def generate_transactions(
+    start: dt.date = dt.date(2026, 2, 2),
+    days: int = 9,
+    accounts: int = 3_000,
+    labeled_from: dt.date = dt.date(2026, 2, 6),
+    seed: int = 7,
+    settings: Settings | None = None,
+    incidents_per_1000_accounts: float = 20.0,
+) -> list[str]:
+    """Write the synthetic card-transactions demo data as daily landing partitions."""
+    from pipeline.data.transactions_demo import TransactionsScenario
+    from pipeline.data.transactions_demo import generate_transactions as payments
+
+    settings = Settings.resolve(settings)
+    scenario = TransactionsScenario(
+        n_accounts=accounts,
+        start=start,
+        n_days=days,
+        labeled_from=labeled_from,
+        seed=seed,
+        incidents_per_1000_accounts=incidents_per_1000_accounts,
+    )
+    written = []
+    for day, frame in payments(scenario).items():
+        target = settings.partition("landing", "transactions", day) / "part-0.parquet"
         written.append(str(io.write_parquet_atomic(frame, target)))
     return written

@@ -13,6 +13,8 @@ from pathlib import Path
 from pipeline.config import DatasetSpec, Settings
 from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
 from pipeline.data import io
+from pipeline.steps.evidence import link_alarms_to_events
+from pipeline.steps.series import series_inputs
 from pipeline.steps.reviews import already_reviewed
 from pipeline.steps.validation import is_validated, validated_landing
 
@@ -42,6 +44,9 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     model.bundle.check_compatible(spec)
     landing = validated_landing(settings, spec, day)
     context = _context(settings, spec, day)
+    read_spec = spec
+    if spec.events is not None:  # the model reads the day's events as their bucketed series
+        landing, context, read_spec = series_inputs(settings, spec, day)
     out = settings.partition("scores", dataset, day)
     previous = settings.partition("scores", dataset, day - dt.timedelta(days=1)) / SCORES_FILE
     # The day's files are written into a staged folder that replaces the partition whole: a
@@ -49,7 +54,7 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     with io.exclusive_partition(out), io.staged_directory(out) as staged:
         summary = score_landed(
             model.bundle,
-            spec,
+            read_spec,
             day,
             landing,
             context,
@@ -59,6 +64,10 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
             previous_scores=previous,
             reviewed=already_reviewed(settings, dataset, day),
         )
+        if spec.events is not None:
+            link_alarms_to_events(
+                staged, landing, settings.partition("landing", dataset, day), spec
+            )
     tracking.log_scoring_run(
         settings,
         dataset,

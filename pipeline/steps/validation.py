@@ -120,5 +120,12 @@ def validated_landing(settings: Settings, spec: DatasetSpec, day: dt.date) -> Pa
 
 
 def load_day(settings: Settings, spec: DatasetSpec, day: dt.date) -> pd.DataFrame:
-    """A validated day as a canonical frame (validating it first if it was not)."""
+    """A validated day as a canonical frame (validating it first if it was not).
+
+    An event dataset's day is its aggregated series: the frame every model reads.
+    """
+    if spec.events is not None:
+        from pipeline.steps.series import load_series_day  # it builds on this module
+
+        return load_series_day(settings, spec, day)
     return io.to_canonical(io.read_partition(validated_landing(settings, spec, day)), spec)
