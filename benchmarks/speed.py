@@ -64,7 +64,17 @@ if TYPE_CHECKING:
 
     from pipeline.scoring import ModelBundle
 
-ITEMS = ("train", "score", "score2000", "growth", "input", "airflow", "jobs", "compile", "transactions")
+ITEMS = (
+    "train",
+    "score",
+    "score2000",
+    "growth",
+    "input",
+    "airflow",
+    "jobs",
+    "compile",
+    "transactions",
+)
 TRANSACTIONS_GROWTH = (1, 4)
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
 GROWTH = (1, 2, 4, 8)
@@ -492,6 +502,8 @@ def bench_jobs(data_root: Path, scratch: Path, jobs: int) -> dict:
         "speedup": seconds["serial"] / seconds["parallel"],
         "same_rows": bool(tables["serial"].equals(tables["parallel"])),
     }
+
+
 def bench_transactions(root: Path, accounts: int) -> dict:
     """Aggregate and score a day of ``accounts`` accounts, then 4x, each in a fresh process."""
     from benchmarks.workloads import land_transactions, transactions_bundle

@@ -14,8 +14,8 @@ from pipeline.config import DatasetSpec, Settings
 from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
 from pipeline.data import io
 from pipeline.steps.evidence import link_alarms_to_events
-from pipeline.steps.series import series_inputs
 from pipeline.steps.reviews import already_reviewed
+from pipeline.steps.series import series_inputs
 from pipeline.steps.validation import is_validated, validated_landing
 
 
