@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -360,6 +361,11 @@ class Settings(BaseModel):
         description="where new experiments keep artifacts; None lets the tracking server decide"
     )
     model_name_prefix: str = "tsad"
+    data_uri: str = Field(
+        default="",
+        description="the data tree's root (file:///path or s3://bucket/prefix); "
+        "empty: file://<home>/data",
+    )
 
     @field_validator("tracking_uri", "registry_uri")
     @classmethod
@@ -379,7 +385,8 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls) -> Settings:
         """Read ``TSAD_HOME``, ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
-        ``TSAD_ARTIFACT_ROOT`` and ``TSAD_MODEL_PREFIX``; unset or empty means the default."""
+        ``TSAD_ARTIFACT_ROOT``, ``TSAD_MODEL_PREFIX`` and ``TSAD_DATA_URI``; unset or empty
+        means the default."""
         _check_credentials_pair()
         home = Path(os.environ.get("TSAD_HOME") or ".tsad").resolve()
         default_store = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
@@ -394,13 +401,24 @@ class Settings(BaseModel):
                 registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking,
                 artifact_root=os.environ.get("TSAD_ARTIFACT_ROOT") or default_artifacts,
                 model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX") or "tsad",
+                data_uri=os.environ.get("TSAD_DATA_URI") or (home / "data").as_uri(),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
     @property
     def data_root(self) -> Path:
-        return self.home / "data"
+        """The local data tree: the store itself for a ``file://`` URI, else its working copy.
+
+        Steps read and write here; :mod:`pipeline.data.storage` moves partitions between this
+        folder and an object store (``TSAD_DATA_URI=s3://...``).
+        """
+        if not self.data_uri:
+            return self.home / "data"
+        parsed = urlparse(self.data_uri)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        return self.home / "cache" / "data"
 
     def model_name(self, dataset: str) -> str:
         """The registered model name for a dataset (one model lineage per dataset)."""

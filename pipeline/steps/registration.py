@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import DateRange, RunConfig, Settings
+from pipeline.data import storage
 from pipeline.scoring import ModelBundle
 from pipeline.steps.run_dir import RunDir, Split
 from pipeline.steps.training import detector_params, run_days
@@ -62,6 +63,7 @@ def _lineage(run: RunDir, config: RunConfig) -> tuple[list, dict | None]:
     return splits, json.loads(history.read_text()) if history.is_file() else None
 
 
+@storage.on_run_folder
 def register(run_dir: str, settings: Settings | None = None) -> dict:
     """Log the run to MLflow and register the bundle as the ``@challenger`` version.
 
@@ -85,6 +87,8 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
     params = config.model_dump(mode="json", exclude={"detector_params"})
     params |= {f"detector.{key}": value for key, value in detector_params(config).items()}
     reports = [report_path(settings, config.dataset, day) for day in run_days(config)]
+    for report in reports:
+        storage.fetch(settings, report.parent)
     run.validation_reports.write_text(
         json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
     )

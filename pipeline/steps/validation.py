@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DatasetSpec, Settings
-from pipeline.data import io
+from pipeline.data import io, storage
 from pipeline.data.validate import ValidationReport, validate_batch
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
     """
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(dataset)
-    landing = settings.partition("landing", dataset, day)
+    landing = storage.fetch(settings, settings.partition("landing", dataset, day))
     try:
         report = validate_batch(io.read_partition(landing), spec, day)
         fingerprint = _fingerprint(landing)
@@ -61,12 +61,9 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
         )
         fingerprint = ""
     if not report.success:
-        quarantine = io.quarantine_batch(
-            landing,
-            settings.partition("quarantine", dataset, day),
-            report.to_json(),
-            report.data_docs,
-        )
+        quarantine = settings.partition("quarantine", dataset, day)
+        with storage.publish(settings, quarantine) as staged:
+            io.copy_rejected(landing, staged, report.to_json(), report.data_docs)
         failures = "\n".join(f"  - {line}" for line in report.failures)
         raise BatchRejected(
             f"{dataset} {day} failed validation and was quarantined to {quarantine}:\n{failures}"
@@ -75,9 +72,10 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
         log.warning("%s %s: %s", dataset, day, warning)
     record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
     target = report_path(settings, dataset, day)
-    with io.exclusive_partition(target.parent):
-        io.write_text_atomic(report.data_docs, target.with_name(DATA_DOCS_FILE))
-        return str(io.write_text_atomic(json.dumps(record, indent=2), target))
+    with storage.publish(settings, target.parent) as staged:
+        (staged / DATA_DOCS_FILE).write_text(report.data_docs)
+        (staged / REPORT_FILE).write_text(json.dumps(record, indent=2))
+    return str(target)
 
 
 def validate_days(
@@ -102,8 +100,8 @@ def report_path(settings: Settings, dataset: str, day: dt.date) -> Path:
 
 def is_validated(settings: Settings, dataset: str, day: dt.date) -> bool:
     """True when a passing report exists for exactly the files now in the landing partition."""
-    report = report_path(settings, dataset, day)
-    landing = settings.partition("landing", dataset, day)
+    report = storage.fetch(settings, report_path(settings, dataset, day).parent) / REPORT_FILE
+    landing = storage.fetch(settings, settings.partition("landing", dataset, day))
     if not report.is_file() or not landing.is_dir():
         return False
     try:
