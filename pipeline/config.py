@@ -164,6 +164,76 @@ class NotificationsSpec(BaseModel):
         return value
 
 
+class SourceSpec(BaseModel):
+    """Where a day comes from when it is not dropped into the landing tree by its producer.
+
+    ``kind: sql``: ``query`` over a SQLAlchemy URL read from the environment variable
+    ``url_env`` (or, in the DAGs, from the Airflow connection ``connection``), with the day's
+    bounds bound as ``:start`` and ``:end`` (UTC, end excluded). ``tsad ingest`` snapshots the
+    rows into the landing tree once; validation and scoring read that immutable copy.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sql"]
+    query: str = Field(description="SELECT ... WHERE <time> >= :start AND <time> < :end")
+    url_env: str | None = Field(default=None, description="variable holding the SQLAlchemy URL")
+    connection: str | None = Field(default=None, description="Airflow connection id (DAGs)")
+    count_query: str | None = Field(
+        default=None,
+        description="rows landed for the day (``:start``, ``:end``); default: COUNT(*) of query",
+    )
+    batch_rows: int = Field(default=65_536, ge=1, description="rows fetched per round trip")
+
+    @model_validator(mode="after")
+    def _usable(self) -> SourceSpec:
+        if not (self.url_env or self.connection):
+            raise ValueError("an sql source needs url_env (or an Airflow connection)")
+        for query in (self.query, self.count_query or ":start :end"):
+            if ":start" not in query or ":end" not in query:
+                raise ValueError("the source query must bind the day's bounds :start and :end")
+        return self
+
+
+class SinkSpec(BaseModel):
+    """A table that receives each scored day besides its scores partition (the truth)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sql"]
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    rows: Literal["alarms", "all"] = Field(
+        default="alarms", description="the day's alarm rows, or every scored row"
+    )
+    url_env: str | None = Field(default=None, description="variable holding the SQLAlchemy URL")
+    connection: str | None = Field(default=None, description="Airflow connection id (DAGs)")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SinkSpec:
+        if not (self.url_env or self.connection):
+            raise ValueError(f"sink {self.table!r} needs url_env (or an Airflow connection)")
+        return self
+
+
+class LandingSpec(BaseModel):
+    """How long daily scoring waits for a day that has not landed yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: str = Field(
+        default="0min",
+        description="how long after the day ends it may still land, e.g. '6h' (at most 12h, "
+        "the scoring DAG's limit); 0: a day not there when its run starts fails at once",
+    )
+
+    @field_validator("wait")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        if parse_duration(value, "landing wait") > dt.timedelta(hours=12):
+            raise ValueError(f"landing wait {value!r} exceeds 12h")
+        return value
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -186,6 +256,9 @@ class DatasetSpec(BaseModel):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    source: SourceSpec | None = Field(default=None, description="None: producers land files")
+    sinks: list[SinkSpec] = Field(default_factory=list)
+    landing: LandingSpec = Field(default_factory=LandingSpec)
 
     @field_validator("name")
     @classmethod

@@ -61,6 +61,23 @@ def test_training_killed_mid_epoch_and_inside_its_writes_resumes_to_the_same_mod
     assert all(result.passed for result in results), [result.cells() for result in results]
 
 
+def test_kills_at_the_s3_commit_steps_leave_the_previous_day_and_reruns_complete(
+    lab: Lab,
+) -> None:
+    """``tsad score`` and ``tsad validate`` with the data tree on an S3 server (127.0.0.1),
+    killed at four steps of the commit protocol (the rest: ``make reliability`` and the
+    storage tests): a reader finds the previous complete day; a rerun leaves one attempt."""
+    points = [
+        "s3-upload:scores/report.html",
+        "s3-uploaded:scores",
+        "s3-manifest:scores",
+        "s3-upload:validation/report.json",
+    ]
+    results = crash_points.kill_s3(lab, points)
+    assert [result.point for result in results] == points
+    assert all(result.passed for result in results), [result.cells() for result in results]
+
+
 def test_a_model_at_another_step_or_with_a_window_longer_than_a_day_is_refused(lab: Lab) -> None:
     bundle = tracking.load_production_model(lab.settings, reliability.DATASET).bundle
     hourly = bundle.spec.model_copy(update={"frequency": "1h"})

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
@@ -50,24 +51,9 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
         report = validate_batch(io.read_partition(landing), spec, day)
         fingerprint = _fingerprint(landing)
     except io.BatchReadError as exc:
-        report = ValidationReport(
-            dataset=dataset,
-            date=day,
-            success=False,
-            failures=[str(exc)],
-            n_rows=0,
-            result={},
-            warnings=[],
-        )
-        fingerprint = ""
+        report, fingerprint = failed_report(dataset, day, str(exc)), ""
     if not report.success:
-        quarantine = settings.partition("quarantine", dataset, day)
-        with storage.publish(settings, quarantine) as staged:
-            io.copy_rejected(landing, staged, report.to_json(), report.data_docs)
-        failures = "\n".join(f"  - {line}" for line in report.failures)
-        raise BatchRejected(
-            f"{dataset} {day} failed validation and was quarantined to {quarantine}:\n{failures}"
-        )
+        reject(settings, report, landing)
     for warning in report.warnings:
         log.warning("%s %s: %s", dataset, day, warning)
     record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
@@ -76,6 +62,26 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
         (staged / DATA_DOCS_FILE).write_text(report.data_docs)
         (staged / REPORT_FILE).write_text(json.dumps(record, indent=2))
     return str(target)
+
+
+def reject(settings: Settings, report: ValidationReport, landing: Path) -> NoReturn:
+    """Quarantine a rejected day (its landed files, if any, and its report), then raise."""
+    quarantine = settings.partition("quarantine", report.dataset, report.date)
+    with storage.publish(settings, quarantine) as staged:
+        io.copy_rejected(landing, staged, report.to_json(), report.data_docs)
+    failures = "\n".join(f"  - {line}" for line in report.failures)
+    raise BatchRejected(
+        f"{report.dataset} {report.date} failed validation and was quarantined to "
+        f"{quarantine}:\n{failures}"
+    )
+
+
+def failed_report(dataset: str, day: dt.date, failure: str) -> ValidationReport:
+    """The report of a day that could not even be read: one failure, no rows."""
+    return ValidationReport(
+        dataset=dataset, date=day, success=False, failures=[failure], n_rows=0, result={},
+        warnings=[],
+    )  # fmt: skip
 
 
 def validate_days(

@@ -160,3 +160,18 @@ def test_scoring_signals_drift_on_an_asset(dagbag):
     signal = score.get_task("signal_drift")
     assert [outlet.name for outlet in signal.outlets] == ["tsad_drift"]
     assert signal.upstream_task_ids == {"score"}
+
+
+def test_scoring_waits_for_the_day_then_ingests_it_and_delivers_the_scores(dagbag):
+    score = dagbag.dags["tsad_score"]
+    wait = score.get_task("wait_for_day")
+    assert wait.mode == "reschedule" and not wait.upstream_task_ids
+    assert score.get_task("ingest").upstream_task_ids == {"wait_for_day"}
+    assert score.get_task("validate").upstream_task_ids == {"ingest"}
+    assert score.get_task("deliver").upstream_task_ids == {"score"}
+
+
+def test_training_ingests_its_days_before_validating_them(dagbag):
+    train = dagbag.dags["tsad_train"]
+    assert not train.get_task("ingest").upstream_task_ids
+    assert train.get_task("validate_days").upstream_task_ids == {"ingest"}

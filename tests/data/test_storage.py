@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3_server import BUCKET, bucket_client, keys, s3_server, use_s3
 
+from benchmarks.s3_server import BUCKET, bucket_client, keys, s3_server, use_s3
 from pipeline.config import Settings
 from pipeline.data import storage
 

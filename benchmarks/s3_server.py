@@ -1,7 +1,8 @@
 """An S3-compatible server on 127.0.0.1 (moto's server mode), spoken to over HTTP.
 
-A module of its own, like ``smtp_inbox``: the storage tests, the end-to-end test on object
-storage and the crash benchmark each start one and point ``TSAD_DATA_URI`` at a bucket in it.
+The storage tests, the end-to-end test on object storage, the crash-point table and the speed
+benchmark each start one and point ``TSAD_DATA_URI`` at a bucket in it (moto is a test-only
+package: this module is imported only where it is installed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import contextlib
 from collections.abc import Iterator
 
 import boto3
-import pytest
 from moto.server import ThreadedMotoServer
 
 BUCKET = "tsad-test"
@@ -53,7 +53,7 @@ def s3_environment(endpoint: str, prefix: str) -> dict[str, str]:
     }
 
 
-def use_s3(endpoint: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def use_s3(endpoint: str, prefix: str, monkeypatch) -> None:
     """Point this process's data tree at the server (set before ``Settings.from_env``)."""
     for name, value in s3_environment(endpoint, prefix).items():
         monkeypatch.setenv(name, value)
