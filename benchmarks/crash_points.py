@@ -274,25 +274,17 @@ def s3_lab(lab: Lab) -> Iterator[tuple[Lab, Settings]]:
     """``lab`` with its data tree on an S3 server: the reference day and the day before copied
     there through the commit protocol; also a reader's settings (an empty working copy)."""
     from benchmarks.reliability import DATASET, REFERENCE_DAY
-    from benchmarks.s3_server import BUCKET, s3_environment, s3_server
+    from benchmarks.s3_server import BUCKET, copy_partition, environment, s3_environment, s3_server
 
     with s3_server() as endpoint:
         variables = s3_environment(endpoint, "crash") | {"TSAD_S3_LEASE_SECONDS": "1"}
-        saved = {name: os.environ.get(name) for name in variables}
-        os.environ.update(variables)
-        try:
-            uri = f"s3://{BUCKET}/crash"
-            on_s3 = lab.settings.model_copy(update={"data_uri": uri})
+        with environment(variables):
+            on_s3 = lab.settings.model_copy(update={"data_uri": f"s3://{BUCKET}/crash"})
             for zone in ("landing", "validation"):
                 for day in (REFERENCE_DAY - dt.timedelta(days=1), REFERENCE_DAY):
-                    local = lab.settings.partition(zone, DATASET, day)
-                    with storage.publish(on_s3, on_s3.partition(zone, DATASET, day)) as staged:
-                        shutil.copytree(local, staged, dirs_exist_ok=True)
+                    copy_partition(lab.settings, on_s3, zone, DATASET, day)
             reader = on_s3.model_copy(update={"home": lab.settings.home.parent / "s3-reader"})
             yield dataclasses.replace(lab, env_extra=variables), reader
-        finally:
-            for name, value in saved.items():
-                os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
 def seen(reader: Settings, zone: str, day: dt.date) -> dict[str, bytes]:

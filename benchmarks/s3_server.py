@@ -8,10 +8,15 @@ package: this module is imported only where it is installed).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 
 import boto3
 from moto.server import ThreadedMotoServer
+
+from pipeline.config import Settings
+from pipeline.data import storage
 
 BUCKET = "tsad-test"
 CREDENTIALS = {
@@ -72,3 +77,25 @@ def keys(endpoint: str, prefix: str) -> list[str]:
         .paginate(Bucket=BUCKET, Prefix=prefix)
     )
     return sorted(entry["Key"] for page in pages for entry in page.get("Contents", []))
+
+
+def copy_partition(source: Settings, target: Settings, zone: str, dataset: str, day) -> None:
+    """Commit a partition of ``source``'s data tree to ``target``'s (an S3 one) unchanged."""
+    local = source.partition(zone, dataset, day)
+    with storage.publish(target, target.partition(zone, dataset, day)) as staged:
+        shutil.copytree(local, staged, dirs_exist_ok=True)
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment for the block, then restored."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

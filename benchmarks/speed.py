@@ -16,6 +16,9 @@ Items (``--only`` takes their names):
 ``input``   share of a training step spent outside the model (batching, host-to-device).
 ``airflow`` the scoring DAG for one day through ``airflow dags test`` against ``tsad score``,
             both as fresh processes. Needs Airflow, MLflow and Great Expectations.
+``s3``      ``tsad score`` of the same day in-process with the data tree on an S3 server on
+            127.0.0.1 (read from it into an empty working copy, committed back to it) against
+            local files, interleaved. Needs moto (a test requirement), MLflow and GX.
 
 With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA under bf16
 autocast; ``--compile`` adds ``torch.compile`` to the training items. An item whose
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
     from pipeline.scoring import ModelBundle
 
-ITEMS = ("train", "score", "growth", "input", "airflow")
+ITEMS = ("train", "score", "growth", "input", "airflow", "s3")
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
 GROWTH = (1, 2, 4, 8)
 # What the scoring bundle imports (no Airflow, MLflow or Great Expectations).
@@ -353,6 +356,40 @@ def bench_airflow(setup: dict) -> dict:
     return {"cli_s": cli_s, "airflow_s": dag_s, "ratio": dag_s / cli_s}
 
 
+def bench_s3(setup: dict, repeats: int) -> dict:
+    """The day scored with its data tree on an S3 server against on local files (medians).
+
+    Each S3 run starts from an empty working copy, as a fresh pod does: it reads the day, the
+    previous day and their validation reports from the server and commits its output there.
+    """
+    import shutil
+
+    from benchmarks.s3_server import BUCKET, copy_partition, environment, s3_environment, s3_server
+    from pipeline import steps
+
+    settings, day = setup["settings"], setup["day"]
+    with s3_server() as endpoint, environment(s3_environment(endpoint, "speed")):
+        on_s3 = settings.model_copy(update={"data_uri": f"s3://{BUCKET}/speed"})
+        for zone in ("landing", "validation"):
+            for each in (day - dt.timedelta(days=1), day):
+                copy_partition(settings, on_s3, zone, "vitals", each)
+
+        def from_s3() -> None:
+            shutil.rmtree(on_s3.data_root, ignore_errors=True)
+            steps.score("vitals", day, on_s3)
+
+        steps.score("vitals", day, settings)  # warm-up: first-use costs of both paths
+        from_s3()
+        local_runs, s3_runs = [], []
+        for _ in range(repeats):
+            local_runs.append(
+                timed(torch.device("cpu"), lambda: steps.score("vitals", day, settings))
+            )
+            s3_runs.append(timed(torch.device("cpu"), from_s3))
+    local_s, s3_s = float(np.median(local_runs)), float(np.median(s3_runs))
+    return {"local_s": local_s, "s3_s": s3_s, "repeats": repeats, "ratio": s3_s / local_s}
+
+
 # --- running and reporting -----------------------------------------------------------------
 
 
@@ -393,6 +430,7 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
             ),
             "input": ((), lambda: bench_input(device, 4 * args.steps)),
             "airflow": ((*tracked, "airflow"), lambda: bench_airflow(scoring_setup())),
+            "s3": ((*tracked, "moto"), lambda: bench_s3(scoring_setup(), args.repeats)),
         }
         for item in ITEMS:
             if item not in chosen:
@@ -423,6 +461,7 @@ def headline(figures: dict) -> dict:
             (case["host_share"] for case in figures.get("input", {}).values()), default=None
         ),
         "airflow_over_cli": figures.get("airflow", {}).get("ratio"),
+        "s3_over_local": figures.get("s3", {}).get("ratio"),
     }
 
 
@@ -462,6 +501,12 @@ def table(figures: dict) -> str:
         rows.append(
             f"| scoring DAG via `airflow dags test` vs `tsad score` (s) "
             f"| {air['airflow_s']:.1f} | {air['cli_s']:.1f} | {air['ratio']:.2f}x |"
+        )
+    if "s3" in figures:
+        s3 = figures["s3"]
+        rows.append(
+            f"| scoring a day from and to an S3 server vs local files (s, median of "
+            f"{s3['repeats']}) | {s3['s3_s']:.1f} | {s3['local_s']:.1f} | {s3['ratio']:.2f}x |"
         )
     for item, reason in figures.get("skipped", {}).items():
         rows.append(f"| {item}: skipped ({reason}) | | | |")

@@ -83,8 +83,11 @@ def _batches(url: str, source: SourceSpec, day: dt.date) -> Iterator[pd.DataFram
                     text(source.query), streaming, params=day_bounds(day),
                     chunksize=source.batch_rows,
                 )  # fmt: skip
-            except SQLAlchemyError as exc:
-                reason = scrubbed(str(getattr(exc, "orig", None) or exc), url).splitlines()[0]
+            except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+                # pandas wraps the driver's error; its message repeats the whole statement.
+                cause = exc.__cause__ if isinstance(exc.__cause__, SQLAlchemyError) else exc
+                reason = str(getattr(cause, "orig", None) or cause)
+                reason = scrubbed(reason, url).splitlines()[0]
                 raise SourceQueryFailed(f"query on {masked(url)} failed: {reason}") from None
     finally:
         engine.dispose()
