@@ -8,6 +8,7 @@ package: this module is imported only where it is installed).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ CREDENTIALS = {
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
     """A running server on a free port, holding the empty bucket :data:`BUCKET`; its URL."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -80,8 +82,11 @@ def keys(endpoint: str, prefix: str) -> list[str]:
 
 
 def copy_partition(source: Settings, target: Settings, zone: str, dataset: str, day) -> None:
-    """Commit a partition of ``source``'s data tree to ``target``'s (an S3 one) unchanged."""
+    """Commit a partition of ``source``'s data tree to ``target``'s (an S3 one) unchanged;
+    one ``source`` does not have is left out."""
     local = source.partition(zone, dataset, day)
+    if not local.is_dir():
+        return
     with storage.publish(target, target.partition(zone, dataset, day)) as staged:
         shutil.copytree(local, staged, dirs_exist_ok=True)
 

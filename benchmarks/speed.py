@@ -238,10 +238,14 @@ def forward_pass(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[Callable[[],
 
 def scoring_home(root: Path, entities: int, device: str) -> dict:
     """A TSAD_HOME with a promoted demo-sized model and two landed days of ``entities``."""
+    import pandas as pd
+
     from benchmarks.workloads import DAY, demo_bundle, land, vitals_day
 
     os.environ["TSAD_HOME"] = str(root)
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+    for variable in (
+        "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT", "TSAD_DATA_URI"
+    ):  # fmt: skip
         os.environ.pop(variable, None)
     from pipeline import steps, tracking
     from pipeline.config import Settings
@@ -249,8 +253,9 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     settings = Settings.from_env()
     bundle_dir = demo_bundle(device, entities).save(root / "bundle")
     tracking.register_training_run(
-        settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[]
-    )
+        settings, "vitals", bundle_dir, params={}, metrics={}, tags={}, artifacts=[],
+        splits=[], history=None, example_start=pd.Timestamp(DAY, tz="UTC"),
+    )  # fmt: skip
     steps.promote_version("vitals", "1", settings=settings)
     landing = settings.home / "data" / "landing" / "vitals"
     previous = DAY - dt.timedelta(days=1)
