@@ -10,6 +10,10 @@ as "inside the write" only when the write's temporary file or staged folder is f
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
+import os
 import shutil
 import signal
 import subprocess
@@ -22,7 +26,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from pipeline import steps
+from pipeline.config import Settings
 from pipeline.crash_points import CRASH_AT
+from pipeline.data import storage
 
 if TYPE_CHECKING:
     from benchmarks.reliability import Lab
@@ -245,8 +251,107 @@ def kill_training(training: TrainingLab, replacing: bool = True) -> list[CrashRe
     return [*results, swap]
 
 
+# --- scoring onto object storage --------------------------------------------------------------
+
+S3_POINTS = {
+    "s3-lease:scores": "lease taken, nothing uploaded",
+    "s3-upload:scores/alarms.parquet": "1st of 4 files uploaded to a new attempt",
+    "s3-upload:scores/report.html": "2nd of 4 files uploaded",
+    "s3-upload:scores/scores.parquet": "3rd of 4 files uploaded",
+    "s3-upload:scores/summary.json": "4th of 4 files uploaded",
+    "s3-uploaded:scores": "attempt complete, manifest not PUT",
+    "s3-manifest:scores": "manifest PUT (the commit), old attempt not deleted",
+    "s3-cleanup:scores": "old attempt deleted, lease not released",
+    "s3-upload:validation/report.html": "validation: 1st of 2 files uploaded",
+    "s3-upload:validation/report.json": "validation: 2nd of 2 files uploaded",
+    "s3-uploaded:validation": "validation: attempt complete, manifest not PUT",
+    "s3-manifest:validation": "validation: manifest PUT, old attempt not deleted",
+}
+
+
+@contextlib.contextmanager
+def s3_lab(lab: Lab) -> Iterator[tuple[Lab, Settings]]:
+    """``lab`` with its data tree on an S3 server: the reference day and the day before copied
+    there through the commit protocol; also a reader's settings (an empty working copy)."""
+    from benchmarks.reliability import DATASET, REFERENCE_DAY
+    from benchmarks.s3_server import BUCKET, copy_partition, environment, s3_environment, s3_server
+
+    with s3_server() as endpoint:
+        variables = s3_environment(endpoint, "crash") | {"TSAD_S3_LEASE_SECONDS": "1"}
+        with environment(variables):
+            on_s3 = lab.settings.model_copy(update={"data_uri": f"s3://{BUCKET}/crash"})
+            for zone in ("landing", "validation"):
+                for day in (REFERENCE_DAY - dt.timedelta(days=1), REFERENCE_DAY):
+                    copy_partition(lab.settings, on_s3, zone, DATASET, day)
+            reader = on_s3.model_copy(update={"home": lab.settings.home.parent / "s3-reader"})
+            yield dataclasses.replace(lab, env_extra=variables), reader
+
+
+def seen(reader: Settings, zone: str, day: dt.date) -> dict[str, bytes]:
+    """What a reader of the store finds in a partition (nothing when none is committed)."""
+    from benchmarks.reliability import DATASET
+
+    partition = storage.fetch(reader, reader.partition(zone, DATASET, day))
+    return {k: v for k, v in folder_bytes(partition).items() if not k.startswith(".")}
+
+
+def stored_keys(reader: Settings, zone: str, day: dt.date) -> list[str]:
+    """The partition's object keys (its lease, manifest, attempts' files), prefix removed."""
+    from benchmarks.reliability import DATASET
+    from benchmarks.s3_server import keys
+
+    key = storage.data_store(reader).key(reader.partition(zone, DATASET, day))  # type: ignore[attr-defined]
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    return [name.removeprefix(key + "/") for name in keys(endpoint, key + "/")]
+
+
+def _attempts(names: list[str]) -> set[str]:
+    return {name.split("/")[1] for name in names if name.startswith("_attempts/")}
+
+
+def kill_s3(lab: Lab, points: list[str]) -> list[CrashResult]:
+    """Kill ``tsad score`` (or ``tsad validate``) at each commit step on S3, then rerun it.
+
+    A kill lands inside the write when the writer's lease is left behind (it is taken before
+    the first upload and released after the cleanup). What a reader then finds must be the
+    previous complete day, byte for byte (a committed new one is the same bytes: scoring is
+    deterministic; a validation report records its time, so there the file names are compared);
+    the rerun must leave the undisturbed output, one attempt and no lease.
+    """
+    from benchmarks.reliability import REFERENCE_DAY
+
+    results = []
+    with s3_lab(lab) as (on_s3, reader):
+        on_s3.score_cli(REFERENCE_DAY)
+        reference = {zone: seen(reader, zone, REFERENCE_DAY) for zone in ("scores", "validation")}
+        for point in points:
+            zone = point.split(":")[1].split("/")[0]
+            run = on_s3.score_cli if zone == "scores" else on_s3.validate_cli
+            code, _ = run(REFERENCE_DAY, on_s3.env | {CRASH_AT: point})
+            landed = code == KILLED and "_lease.json" in stored_keys(reader, zone, REFERENCE_DAY)
+            kept = _same(seen(reader, zone, REFERENCE_DAY), reference[zone], zone)
+            code, text = run(REFERENCE_DAY, on_s3.env)
+            names = stored_keys(reader, zone, REFERENCE_DAY)
+            identical = (
+                code == 0
+                and _same(seen(reader, zone, REFERENCE_DAY), reference[zone], zone)
+                and len(_attempts(names)) == 1
+                and "_lease.json" not in names
+            )
+            result = CrashResult(point, S3_POINTS[point])
+            result.add(landed, kept, identical, "" if code == 0 else text[-200:])
+            results.append(result)
+    return results
+
+
+def _same(found: dict[str, bytes], reference: dict[str, bytes], zone: str) -> bool:
+    """Byte for byte for a scored day; the same complete files for a validation report."""
+    return found == reference if zone == "scores" else sorted(found) == sorted(reference)
+
+
 def crash_results(lab: Lab) -> Iterator[CrashResult]:
-    """Every crash point tried on ``lab``: a day's scoring, then a small transformer's training."""
+    """Every crash point tried on ``lab``: a day's scoring, a small transformer's training, then
+    a day's scoring and validation committed to an S3 server."""
     from benchmarks.reliability import REFERENCE_DAY, START, run_config
 
     points = list(scoring_points(f"date={REFERENCE_DAY.isoformat()}"))
@@ -255,3 +360,4 @@ def crash_results(lab: Lab) -> Iterator[CrashResult]:
     config = run_config(START, epochs=3, device="cpu")
     prepared = Path(steps.prepare(config, lab.settings))
     yield from kill_training(TrainingLab.build(lab, prepared))
+    yield from kill_s3(lab, list(S3_POINTS))

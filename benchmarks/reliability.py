@@ -90,16 +90,21 @@ class Lab:
     _next_day: dt.date = FIRST_CASE_DAY
     reference: dict[str, bytes] = field(default_factory=dict)
     untouched: dict[dt.date, dict[str, str]] = field(default_factory=dict)
+    env_extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         """The environment a ``tsad`` subprocess needs to work in this lab."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TSAD_"))}
-        return base | {
-            "TSAD_HOME": str(self.settings.home),
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-        }
+        return (
+            base
+            | {
+                "TSAD_HOME": str(self.settings.home),
+                "PYTHONPATH": str(REPO),
+                "OMP_NUM_THREADS": "1",
+            }
+            | self.env_extra
+        )
 
     def new_day(self) -> dt.date:
         """A landed day no other case has touched."""
@@ -139,7 +144,13 @@ class Lab:
         )
 
     def score_cli(self, day: dt.date, env: dict[str, str] | None = None) -> tuple[int, str]:
-        process = self.tsad("score", "--dataset", DATASET, "--date", day.isoformat(), env=env)
+        return self._day_cli("score", day, env)
+
+    def validate_cli(self, day: dt.date, env: dict[str, str] | None = None) -> tuple[int, str]:
+        return self._day_cli("validate", day, env)
+
+    def _day_cli(self, command: str, day: dt.date, env: dict[str, str] | None) -> tuple[int, str]:
+        process = self.tsad(command, "--dataset", DATASET, "--date", day.isoformat(), env=env)
         out, err = process.communicate()
         return process.returncode, out + err
 

@@ -29,6 +29,9 @@ Items (``--only`` takes their names):
             ``--quick``) aggregated into hourly series and scored (PCA), then 4x that day,
             each in a fresh process (``benchmarks.transactions_day``): events per CPU-second
             and peak RSS (goal: 4x the day within 1.3x the 1x peak).
+``s3``      ``tsad score`` of the same day in-process with the data tree on an S3 server on
+            127.0.0.1 (read from it into an empty working copy, committed back to it) against
+            local files, interleaved. Needs moto (a test requirement), MLflow and GX.
 
 With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA; tsad's side
 runs at ``precision: auto`` (bf16 on CUDA and on CPUs with native bf16); ``--compile`` adds
@@ -74,6 +77,7 @@ ITEMS = (
     "jobs",
     "compile",
     "transactions",
+    "s3",
 )
 TRANSACTIONS_GROWTH = (1, 4)
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
@@ -286,7 +290,9 @@ def scoring_home(root: Path, entities: int, device: str) -> dict:
     from benchmarks.workloads import DAY, demo_bundle, land, vitals_day
 
     os.environ["TSAD_HOME"] = str(root)
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+    for variable in (
+        "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT", "TSAD_DATA_URI"
+    ):  # fmt: skip
         os.environ.pop(variable, None)
     from pipeline import steps, tracking
     from pipeline.config import Settings
@@ -523,6 +529,40 @@ def bench_transactions(root: Path, accounts: int) -> dict:
     return results
 
 
+def bench_s3(setup: dict, repeats: int) -> dict:
+    """The day scored with its data tree on an S3 server against on local files (medians).
+
+    Each S3 run starts from an empty working copy, as a fresh pod does: it reads the day, the
+    previous day and their validation reports from the server and commits its output there.
+    """
+    import shutil
+
+    from benchmarks.s3_server import BUCKET, copy_partition, environment, s3_environment, s3_server
+    from pipeline import steps
+
+    settings, day = setup["settings"], setup["day"]
+    with s3_server() as endpoint, environment(s3_environment(endpoint, "speed")):
+        on_s3 = settings.model_copy(update={"data_uri": f"s3://{BUCKET}/speed"})
+        for zone in ("landing", "validation"):
+            for each in (day - dt.timedelta(days=1), day):
+                copy_partition(settings, on_s3, zone, "vitals", each)
+
+        def from_s3() -> None:
+            shutil.rmtree(on_s3.data_root, ignore_errors=True)
+            steps.score("vitals", day, on_s3)
+
+        steps.score("vitals", day, settings)  # warm-up: first-use costs of both paths
+        from_s3()
+        local_runs, s3_runs = [], []
+        for _ in range(repeats):
+            local_runs.append(
+                timed(torch.device("cpu"), lambda: steps.score("vitals", day, settings))
+            )
+            s3_runs.append(timed(torch.device("cpu"), from_s3))
+    local_s, s3_s = float(np.median(local_runs)), float(np.median(s3_runs))
+    return {"local_s": local_s, "s3_s": s3_s, "repeats": repeats, "ratio": s3_s / local_s}
+
+
 # --- running and reporting -----------------------------------------------------------------
 
 
@@ -573,6 +613,7 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
                 SCORING_MODULES,
                 lambda: bench_transactions(root / "transactions", 5_000 if args.quick else 100_000),
             ),
+            "s3": ((*tracked, "moto"), lambda: bench_s3(scoring_setup(), args.repeats)),
         }
         for item in ITEMS:
             if item not in chosen:
@@ -615,6 +656,7 @@ def headline(figures: dict) -> dict:
         "transactions_rss_4x_over_1x": (
             payments["4x"]["peak_rss_mb"] / payments["1x"]["peak_rss_mb"] if payments else None
         ),
+        "s3_over_local": figures.get("s3", {}).get("ratio"),
     }
 
 
@@ -701,6 +743,12 @@ def process_rows(figures: dict) -> list[str]:
             f"| {case['events_per_cpu_s']:,.0f}; {case['aggregate_events_per_cpu_s']:,.0f}; "
             f"{case['peak_rss_mb']:.0f} MB | 1x: {base['peak_rss_mb']:.0f} MB "
             f"| RSS {case['peak_rss_mb'] / base['peak_rss_mb']:.2f} |"
+        )
+    if "s3" in figures:
+        s3 = figures["s3"]
+        rows.append(
+            f"| scoring a day from and to an S3 server vs local files (s, median of "
+            f"{s3['repeats']}) | {s3['s3_s']:.1f} | {s3['local_s']:.1f} | {s3['ratio']:.2f}x |"
         )
     return rows
 

@@ -1,4 +1,9 @@
-"""Daily scoring: validate the day's batch, score it with the ``@production`` model, flag drift.
+"""Daily scoring: wait for the day, ingest it, validate it, score it, deliver it, flag drift.
+
+``wait_for_day`` looks for the day (its landing partition, or rows in the dataset's SQL
+source) until the spec's ``landing.wait`` after the day's end, then fails as "not landed by"
+(nothing is quarantined). ``ingest`` snapshots a SQL source's day into the landing tree (a
+no-op for datasets whose producers land files), ``deliver`` fills the spec's sink tables.
 
 The partition is the run's data interval start, so a backfill of a past day scores that day;
 the ``date`` Param overrides it for manual and asset-triggered runs (which have no interval).
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -32,6 +37,8 @@ COMPUTE = {"execution_timeout": timedelta(hours=2)}
 DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
 SMTP_CONNECTION = "smtp_default"
 SLACK_CONNECTION = "slack_default"
+# The longest wait for a day a dataset spec may ask for (landing.wait), and a backstop to it.
+MAX_WAIT = timedelta(hours=12)
 
 
 def partition_date(params: dict, data_interval_start: datetime | None) -> str:
@@ -41,6 +48,24 @@ def partition_date(params: dict, data_interval_start: datetime | None) -> str:
     if data_interval_start is None:
         raise AirflowFailException("this run has no data interval: pass the 'date' Param")
     return data_interval_start.strftime("%Y-%m-%d")
+
+
+def connection_urls(dataset: str) -> dict[str, str]:
+    """SQLAlchemy URLs of the dataset's source (``"source"``) and sinks (by table) whose spec
+    names an Airflow connection; the others read theirs from their ``url_env`` variable."""
+    from airflow.sdk import Connection
+
+    from pipeline.config import DatasetSpec
+    from pipeline.data.sources import sqlalchemy_url
+
+    spec = DatasetSpec.load(dataset)
+    named = {sink.table: sink.connection for sink in spec.sinks}
+    named["source"] = spec.source.connection if spec.source else None
+    return {
+        role: sqlalchemy_url(Connection.get(conn_id).get_uri())
+        for role, conn_id in named.items()
+        if conn_id
+    }
 
 
 def configured(connection: str) -> bool:
@@ -101,7 +126,7 @@ def on_task_failure(context) -> None:
     from pipeline import digest
 
     ti, error = context["ti"], context.get("exception")
-    quarantined = ti.task_id == "validate" and isinstance(error, AirflowFailException)
+    quarantined = ti.task_id in ("ingest", "validate") and isinstance(error, AirflowFailException)
     params = context["params"]
     message = digest.compose_alert(
         "quarantined" if quarantined else f"task {ti.task_id} failed",
@@ -112,13 +137,57 @@ def on_task_failure(context) -> None:
     notify_owners(params["dataset"], message.subject, message.body, context)
 
 
+def landed_day():
+    """Wait for the day, then snapshot it from its source: the ``ingest`` task's output (the day).
+
+    The sensor is rescheduled between looks (no worker slot held); the spec's
+    ``landing.wait`` sets the deadline, past which it fails as "not landed by ..." (its own
+    timeout is only a backstop).
+    """
+
+    @task.sensor(
+        poke_interval=300,
+        timeout=MAX_WAIT.total_seconds(),
+        mode="reschedule",
+        **IO_RETRIES,
+        **SHORT,
+    )
+    def wait_for_day(params: dict | None = None, data_interval_start=None) -> PokeReturnValue:
+        from pipeline import steps
+        from pipeline.config import parse_date
+
+        assert params is not None  # Airflow passes every run its Params
+        day = partition_date(params, data_interval_start)
+        url = connection_urls(params["dataset"]).get("source")
+        try:
+            landed = steps.has_landed(params["dataset"], parse_date(day), url=url)
+        except steps.NotLanded as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return PokeReturnValue(is_done=landed, xcom_value=day)
+
+    @task(**IO_RETRIES, **COMPUTE)
+    def ingest(day: str, params: dict | None = None) -> str:
+        from pipeline import steps
+        from pipeline.config import parse_date
+
+        assert params is not None  # Airflow passes every run its Params
+        url = connection_urls(params["dataset"]).get("source")
+        try:
+            steps.ingest(params["dataset"], parse_date(day), url=url)
+        except steps.BatchRejected as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return day
+
+    return ingest(wait_for_day())
+
+
 @dag(
     dag_id="tsad_score",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,
-    dagrun_timeout=timedelta(hours=6),
+    dagrun_timeout=MAX_WAIT + timedelta(hours=6),
     tags=["tsad", "scoring"],
     doc_md=__doc__,
     default_args={
@@ -137,12 +206,11 @@ def on_task_failure(context) -> None:
 )
 def tsad_score():
     @task(**IO_RETRIES, **COMPUTE)
-    def validate(params: dict | None = None, data_interval_start=None) -> str:
+    def validate(day: str, params: dict | None = None) -> str:
         from pipeline import steps
         from pipeline.config import parse_date
 
         assert params is not None  # Airflow passes every run its Params
-        day = partition_date(params, data_interval_start)
         try:
             steps.validate(params["dataset"], parse_date(day))
         except steps.BatchRejected as exc:
@@ -156,6 +224,15 @@ def tsad_score():
 
         assert params is not None  # Airflow passes every run its Params
         return steps.score(params["dataset"], parse_date(day))
+
+    @task(**IO_RETRIES, **SHORT)
+    def deliver(scores_path: str, params: dict | None = None) -> dict[str, int]:
+        from pipeline import steps
+        from pipeline.config import parse_date
+
+        assert params is not None  # Airflow passes every run its Params
+        day = parse_date(steps.drift_status(scores_path)["date"])
+        return steps.deliver(params["dataset"], day, urls=connection_urls(params["dataset"]))
 
     @task(outlets=[DRIFT], **IO_RETRIES, **SHORT)
     def signal_drift(scores_path: str, *, outlet_events=None) -> dict:
@@ -192,7 +269,8 @@ def tsad_score():
             )
         return message.subject
 
-    scores = score(validate())
+    scores = score(validate(landed_day()))
+    deliver(scores)
     signal_drift(scores)
     send_digest(scores)
 

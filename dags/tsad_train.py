@@ -1,4 +1,5 @@
-"""Weekly retraining: validate, prepare, train, calibrate, select, evaluate, register, promote.
+"""Weekly retraining: ingest, validate, prepare, train, calibrate, select, evaluate, register,
+promote.
 
 It also runs when a scored day drifts (an event on the ``tsad_drift`` Asset, Airflow's combined
 asset-or-time schedule), for the dataset the event names; ``TSAD_RETRAIN_ON_DRIFT=false`` where
@@ -204,10 +205,31 @@ def trained_and_chosen(run_dir):
 )
 def tsad_train():
     @task(**IO_RETRIES, **COMPUTE)
-    def validate_days(params: dict | None = None, triggering_asset_events=None) -> str:
+    def ingest(params: dict | None = None, triggering_asset_events=None) -> str:
+        """Snapshot every run day from the dataset's SQL source (a no-op without one)."""
+        from airflow.sdk import Connection
+
         from pipeline import steps
+        from pipeline.config import DatasetSpec
+        from pipeline.data.sources import sqlalchemy_url
 
         config = steps.run_config_from_params(run_params(params, triggering_asset_events))
+        source = DatasetSpec.load(config.dataset).source
+        named = source.connection if source else None
+        url = sqlalchemy_url(Connection.get(named).get_uri()) if named else None
+        try:
+            for day in steps.run_days(config):
+                steps.ingest(config.dataset, day, url=url)
+        except steps.BatchRejected as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return config.model_dump_json()
+
+    @task(**IO_RETRIES, **COMPUTE)
+    def validate_days(config_json: str) -> str:
+        from pipeline import steps
+        from pipeline.config import RunConfig
+
+        config = RunConfig.model_validate_json(config_json)
         try:
             steps.validate_days(config.dataset, steps.run_days(config))
         except steps.BatchRejected as exc:
@@ -241,7 +263,7 @@ def tsad_train():
         config = RunConfig.model_validate_json(config_json)
         return steps.promote_challenger(config.dataset, metric=config.promotion_metric).to_dict()
 
-    config_json = validate_days()
+    config_json = validate_days(ingest())
     promote(register(evaluate(trained_and_chosen(prepare(config_json)))), config_json)
 
 

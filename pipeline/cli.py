@@ -97,10 +97,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print({"run_dir": run_dir, "registered": registered, "promotion": decision.to_dict()})
 
 
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from pipeline import steps
+
+    _print(f"landed at {steps.ingest(args.dataset, parse_date(args.date))}")
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     from pipeline import steps
 
-    _print(f"scores written to {steps.score(args.dataset, parse_date(args.date))}")
+    day = parse_date(args.date)
+    _print(f"scores written to {steps.score(args.dataset, day)}")
+    for table, rows in steps.deliver(args.dataset, day).items():
+        _print(f"{rows} rows delivered to table {table}")
 
 
 def cmd_notify(args: argparse.Namespace) -> None:
@@ -233,7 +242,7 @@ Commands = argparse._SubParsersAction  # what add_subparsers returns; argparse n
 
 
 def _add_data_commands(commands: Commands) -> None:
-    """Commands on daily partitions: write demo days, validate, score or notify one."""
+    """Commands on daily partitions: write demo days; ingest, validate, score or notify one."""
     generate = commands.add_parser("generate", help="write synthetic demo data (landing days)")
     generate.add_argument("--dataset", choices=DEMO_DATASETS, default="vitals")
     generate.add_argument("--start", default=None, help="default 2026-01-01 (transactions: 02-02)")
@@ -251,8 +260,9 @@ def _add_data_commands(commands: Commands) -> None:
     generate.set_defaults(handler=cmd_generate)
 
     for name, handler, text in (
+        ("ingest", cmd_ingest, "snapshot one day from the dataset's source into landing"),
         ("validate", cmd_validate, "validate one landed day (quarantine it if it fails)"),
-        ("score", cmd_score, "score one day with the @production model"),
+        ("score", cmd_score, "score one day with the @production model, fill its sinks"),
         ("notify", cmd_notify, "send a scored day's digest to the dataset's owners"),
     ):
         command = commands.add_parser(name, help=text)

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -293,6 +294,76 @@ class EventsSpec(BaseModel):
         ]
 
 
+class SourceSpec(BaseModel):
+    """Where a day comes from when it is not dropped into the landing tree by its producer.
+
+    ``kind: sql``: ``query`` over a SQLAlchemy URL read from the environment variable
+    ``url_env`` (or, in the DAGs, from the Airflow connection ``connection``), with the day's
+    bounds bound as ``:start`` and ``:end`` (UTC, end excluded). ``tsad ingest`` snapshots the
+    rows into the landing tree once; validation and scoring read that immutable copy.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sql"]
+    query: str = Field(description="SELECT ... WHERE <time> >= :start AND <time> < :end")
+    url_env: str | None = Field(default=None, description="variable holding the SQLAlchemy URL")
+    connection: str | None = Field(default=None, description="Airflow connection id (DAGs)")
+    count_query: str | None = Field(
+        default=None,
+        description="rows landed for the day (``:start``, ``:end``); default: COUNT(*) of query",
+    )
+    batch_rows: int = Field(default=65_536, ge=1, description="rows fetched per round trip")
+
+    @model_validator(mode="after")
+    def _usable(self) -> SourceSpec:
+        if not (self.url_env or self.connection):
+            raise ValueError("an sql source needs url_env (or an Airflow connection)")
+        for query in (self.query, self.count_query or ":start :end"):
+            if ":start" not in query or ":end" not in query:
+                raise ValueError("the source query must bind the day's bounds :start and :end")
+        return self
+
+
+class SinkSpec(BaseModel):
+    """A table that receives each scored day besides its scores partition (the truth)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sql"]
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    rows: Literal["alarms", "all"] = Field(
+        default="alarms", description="the day's alarm rows, or every scored row"
+    )
+    url_env: str | None = Field(default=None, description="variable holding the SQLAlchemy URL")
+    connection: str | None = Field(default=None, description="Airflow connection id (DAGs)")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SinkSpec:
+        if not (self.url_env or self.connection):
+            raise ValueError(f"sink {self.table!r} needs url_env (or an Airflow connection)")
+        return self
+
+
+class LandingSpec(BaseModel):
+    """How long daily scoring waits for a day that has not landed yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: str = Field(
+        default="0min",
+        description="how long after the day ends it may still land, e.g. '6h' (at most 12h, "
+        "the scoring DAG's limit); 0: a day not there when its run starts fails at once",
+    )
+
+    @field_validator("wait")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        if parse_duration(value, "landing wait") > dt.timedelta(hours=12):
+            raise ValueError(f"landing wait {value!r} exceeds 12h")
+        return value
+
+
 class DatasetSpec(BaseModel):
     """How one dataset's daily partitions look and what makes a batch valid."""
 
@@ -318,6 +389,9 @@ class DatasetSpec(BaseModel):
     events: EventsSpec | None = Field(
         default=None, description="an event source, aggregated into the series the model reads"
     )
+    source: SourceSpec | None = Field(default=None, description="None: producers land files")
+    sinks: list[SinkSpec] = Field(default_factory=list)
+    landing: LandingSpec = Field(default_factory=LandingSpec)
 
     @field_validator("name")
     @classmethod
@@ -518,6 +592,11 @@ class Settings(BaseModel):
         description="where new experiments keep artifacts; None lets the tracking server decide"
     )
     model_name_prefix: str = "tsad"
+    data_uri: str = Field(
+        default="",
+        description="the data tree's root (file:///path or s3://bucket/prefix); "
+        "empty: file://<home>/data",
+    )
 
     @field_validator("tracking_uri", "registry_uri")
     @classmethod
@@ -537,7 +616,8 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls) -> Settings:
         """Read ``TSAD_HOME``, ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
-        ``TSAD_ARTIFACT_ROOT`` and ``TSAD_MODEL_PREFIX``; unset or empty means the default."""
+        ``TSAD_ARTIFACT_ROOT``, ``TSAD_MODEL_PREFIX`` and ``TSAD_DATA_URI``; unset or empty
+        means the default."""
         _check_credentials_pair()
         home = Path(os.environ.get("TSAD_HOME") or ".tsad").resolve()
         default_store = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
@@ -552,13 +632,24 @@ class Settings(BaseModel):
                 registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking,
                 artifact_root=os.environ.get("TSAD_ARTIFACT_ROOT") or default_artifacts,
                 model_name_prefix=os.environ.get("TSAD_MODEL_PREFIX") or "tsad",
+                data_uri=os.environ.get("TSAD_DATA_URI") or (home / "data").as_uri(),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
     @property
     def data_root(self) -> Path:
-        return self.home / "data"
+        """The local data tree: the store itself for a ``file://`` URI, else its working copy.
+
+        Steps read and write here; :mod:`pipeline.data.storage` moves partitions between this
+        folder and an object store (``TSAD_DATA_URI=s3://...``).
+        """
+        if not self.data_uri:
+            return self.home / "data"
+        parsed = urlparse(self.data_uri)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        return self.home / "cache" / "data"
 
     def model_name(self, dataset: str) -> str:
         """The registered model name for a dataset (one model lineage per dataset)."""

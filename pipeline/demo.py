@@ -16,6 +16,7 @@ import pandas as pd
 
 from pipeline import steps
 from pipeline.config import RunConfig, Settings
+from pipeline.data import storage
 from pipeline.orchestration import init_airflow, parse_dags, run_dag
 
 DATASET = "vitals"
@@ -26,9 +27,10 @@ ONE_DAY = dt.timedelta(days=1)
 
 def _break_last_day(settings: Settings, day: dt.date) -> None:
     """Rewrite one landing day without a feature column: the demo's bad batch."""
-    path = settings.partition("landing", DATASET, day) / "part-0.parquet"
-    frame = pd.read_parquet(path).drop(columns=[BROKEN_COLUMN])
-    frame.to_parquet(path, index=False)
+    landing = storage.fetch(settings, settings.partition("landing", DATASET, day))
+    frame = pd.read_parquet(landing / "part-0.parquet").drop(columns=[BROKEN_COLUMN])
+    with storage.publish(settings, landing) as staged:
+        frame.to_parquet(staged / "part-0.parquet", index=False)
 
 
 def _scoring_days(config: RunConfig) -> list[dt.date]:
@@ -80,8 +82,9 @@ def summarise(
     )
     print("scoring days     :")
     for day in days:
-        summary = settings.partition("scores", dataset, day) / steps.SUMMARY_FILE
-        quarantine = settings.partition("quarantine", dataset, day)
+        summary = storage.fetch(settings, settings.partition("scores", dataset, day))
+        summary /= steps.SUMMARY_FILE
+        quarantine = storage.fetch(settings, settings.partition("quarantine", dataset, day))
         if summary.is_file():
             data = json.loads(summary.read_text())
             drift = data.get("drift") or {}

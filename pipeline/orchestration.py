@@ -24,6 +24,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     artifacts = {} if artifact_root is None else {"TSAD_ARTIFACT_ROOT": artifact_root}
     return artifacts | {
         "TSAD_HOME": str(settings.home),
+        "TSAD_DATA_URI": settings.data_uri or settings.data_root.as_uri(),
         "TSAD_PROJECT_ROOT": str(project_root()),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_REGISTRY_URI": settings.registry_uri,

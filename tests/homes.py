@@ -14,8 +14,13 @@ from pipeline.config import Settings
 
 
 def use_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Point ``TSAD_HOME`` at ``home`` with the embedded MLflow store (no remote URIs)."""
+    """Point ``TSAD_HOME`` at ``home`` with the embedded MLflow store and local data tree."""
     monkeypatch.setenv("TSAD_HOME", str(home))
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TSAD_ARTIFACT_ROOT"):
+    for variable in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "TSAD_ARTIFACT_ROOT",
+        "TSAD_DATA_URI",
+    ):
         monkeypatch.delenv(variable, raising=False)
     return Settings.from_env()

@@ -61,6 +61,19 @@ def test_training_killed_mid_epoch_and_inside_its_writes_resumes_to_the_same_mod
     assert all(result.passed for result in results), [result.cells() for result in results]
 
 
+def test_a_kill_at_the_s3_commit_leaves_the_day_whole_and_the_rerun_completes(
+    lab: Lab,
+) -> None:
+    """``tsad score`` with the data tree on an S3 server (127.0.0.1), killed right after the
+    commit, before the old attempt is deleted (every other step: ``make reliability``, and the
+    protocol alone in tests/data/test_storage.py): a reader finds the complete day byte for
+    byte; the rerun ends byte-identical with one attempt and no lease left."""
+    points = ["s3-manifest:scores"]
+    results = crash_points.kill_s3(lab, points)
+    assert [result.point for result in results] == points
+    assert all(result.passed for result in results), [result.cells() for result in results]
+
+
 def test_a_model_at_another_step_or_with_a_window_longer_than_a_day_is_refused(lab: Lab) -> None:
     bundle = tracking.load_production_model(lab.settings, reliability.DATASET).bundle
     hourly = bundle.spec.model_copy(update={"frequency": "1h"})

@@ -371,11 +371,16 @@ def quarantine_batch(
     """
     quarantine.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=quarantine.parent, prefix=f".{quarantine.name}."))
+    copy_rejected(landing, staged, report_json, report_html)
+    return replace_directory(staged, quarantine)
+
+
+def copy_rejected(landing: Path, staged: Path, report_json: str, report_html: str = "") -> None:
+    """Fill a quarantine folder being staged: the batch's files and its validation report."""
     if landing.is_dir():
         for path in landing.iterdir():
-            if path.is_file():
+            if path.is_file() and not path.name.startswith("."):
                 shutil.copy2(path, staged / path.name)
     (staged / "validation_report.json").write_text(report_json)
     if report_html:
         (staged / "validation_report.html").write_text(report_html)
-    return replace_directory(staged, quarantine)

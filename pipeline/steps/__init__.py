@@ -5,12 +5,14 @@ a thin composition of the modules below it: a DAG task or a CLI command calls ex
 Dates arrive here already parsed (:func:`pipeline.config.parse_date` runs once, at the CLI or in
 the DAG task). One module per DAG concern:
 
+- :mod:`~pipeline.steps.ingest`: a day snapshotted from its source, or waited for;
 - :mod:`~pipeline.steps.validation`: a landed day checked, or quarantined;
 - :mod:`~pipeline.steps.training`: prepare, train, calibrate and evaluate a run folder
   (:mod:`~pipeline.steps.run_dir` names its files);
 - :mod:`~pipeline.steps.candidates`: a run's candidate detectors, and the one chosen;
 - :mod:`~pipeline.steps.registration`: register a run, promote a version;
 - :mod:`~pipeline.steps.scoring`: score a day with the production model, read its drift;
+- :mod:`~pipeline.steps.delivery`: a scored day written to its dataset's sink tables;
 - :mod:`~pipeline.steps.notification`: a scored day's digest for the owners, composed or sent;
 - :mod:`~pipeline.steps.series`: an event dataset's days aggregated into bucket series;
 - :mod:`~pipeline.steps.evidence`: a scored event day's alarms linked to their events;
@@ -19,7 +21,9 @@ the DAG task). One module per DAG concern:
 
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 from pipeline.steps.candidates import candidate_name, candidate_runs, select
+from pipeline.steps.delivery import deliver
 from pipeline.steps.demo_data import generate, generate_transactions
+from pipeline.steps.ingest import NotLanded, has_landed, ingest
 from pipeline.steps.notification import day_digest, notify, owners, slack_channel
 from pipeline.steps.registration import (
     PromotionResult,
@@ -57,6 +61,7 @@ __all__ = [
     "SCORES_FILE",
     "SUMMARY_FILE",
     "BatchRejected",
+    "NotLanded",
     "PromotionResult",
     "RunDir",
     "TrainingDataRejected",
@@ -64,11 +69,14 @@ __all__ = [
     "candidate_name",
     "candidate_runs",
     "day_digest",
+    "deliver",
     "detector_params",
     "drift_status",
     "evaluate",
     "generate",
     "generate_transactions",
+    "has_landed",
+    "ingest",
     "is_validated",
     "load_day",
     "notify",

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import selection
+from pipeline.data import storage
 from pipeline.steps.run_dir import RunDir
 from pipeline.steps.training import detector_params
 
 
+@storage.on_run_folder
 def candidate_runs(run_dir: str) -> list[str]:
     """The folders to train and calibrate: one per candidate, or the run itself."""
     run = RunDir(Path(run_dir))
@@ -52,6 +54,7 @@ def candidate_name(run_dir: str) -> str:
     return run.path.name if run.path.parent.name == RunDir.CANDIDATES else run.config().detector
 
 
+@storage.on_run_folder
 def select(run_dir: str, calibrated: Sequence[str]) -> str:
     """Choose the candidate with the best validation metric and make it the run's detector.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from pipeline.config import Settings
-from pipeline.data import io
+from pipeline.data import io, storage
 
 
 def generate(
@@ -25,8 +25,10 @@ def generate(
     )
     written = []
     for day, frame in generate_vitals(scenario).items():
-        target = settings.partition("landing", "vitals", day) / "part-0.parquet"
-        written.append(str(io.write_parquet_atomic(frame, target)))
+        landing = settings.partition("landing", "vitals", day)
+        with storage.publish(settings, landing) as staged:
+            io.write_parquet_atomic(frame, staged / "part-0.parquet")
+        written.append(str(landing / "part-0.parquet"))
     return written
 
 

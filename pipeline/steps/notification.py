@@ -15,13 +15,14 @@ import pandas as pd
 from pipeline import digest
 from pipeline.config import ConfigError, DatasetSpec, Settings
 from pipeline.daily import ALARMS_FILE, DAILY_REPORT_FILE, SUMMARY_FILE
+from pipeline.data import storage
 
 
 def day_digest(dataset: str, day: dt.date, settings: Settings | None = None) -> digest.Message:
     """The digest of a scored day; a day that was never scored is a clear error."""
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(dataset)
-    out = settings.partition("scores", dataset, day)
+    out = storage.fetch(settings, settings.partition("scores", dataset, day))
     if not (out / SUMMARY_FILE).is_file() or not (out / ALARMS_FILE).is_file():
         raise ConfigError(f"{dataset} {day}: no scored day with episodes at {out}")
     return digest.compose_digest(

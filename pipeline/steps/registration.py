@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline import reviews
 from pipeline.config import DateRange, RunConfig, Settings
+from pipeline.data import storage
 from pipeline.scoring import ModelBundle
 from pipeline.steps.run_dir import RunDir, Split
 from pipeline.steps.training import detector_params, run_days
@@ -73,6 +74,7 @@ def _reviewed_days(run: RunDir) -> list[dt.date]:
     return reviews.days(reviews.from_records(run.reviews()))
 
 
+@storage.on_run_folder
 def register(run_dir: str, settings: Settings | None = None) -> dict:
     """Log the run to MLflow and register the bundle as the ``@challenger`` version.
 
@@ -100,6 +102,8 @@ def register(run_dir: str, settings: Settings | None = None) -> dict:
     params |= {f"detector.{key}": value for key, value in detector_params(config).items()}
     days_read = sorted(set(run_days(config)) | set(_reviewed_days(run)))
     reports = [report_path(settings, config.dataset, day) for day in days_read]
+    for report in reports:
+        storage.fetch(settings, report.parent)
     run.validation_reports.write_text(
         json.dumps({report.parent.name: json.loads(report.read_text()) for report in reports})
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.config import DatasetSpec, Settings
 from pipeline.daily import DAILY_REPORT_FILE, SCORES_FILE, SUMMARY_FILE, score_landed
-from pipeline.data import io
+from pipeline.data import storage
 from pipeline.steps.evidence import link_alarms_to_events
 from pipeline.steps.reviews import already_reviewed
 from pipeline.steps.series import series_inputs
@@ -48,10 +48,11 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     if spec.events is not None:  # the model reads the day's events as their bucketed series
         landing, context, read_spec = series_inputs(settings, spec, day)
     out = settings.partition("scores", dataset, day)
-    previous = settings.partition("scores", dataset, day - dt.timedelta(days=1)) / SCORES_FILE
+    yesterday = settings.partition("scores", dataset, day - dt.timedelta(days=1))
+    previous = storage.fetch(settings, yesterday) / SCORES_FILE
     # The day's files are written into a staged folder that replaces the partition whole: a
     # reader, or a crash, sees the previous day's output or the new one, never a mix.
-    with io.exclusive_partition(out), io.staged_directory(out) as staged:
+    with storage.publish(settings, out) as staged:
         summary = score_landed(
             model.bundle,
             read_spec,
@@ -86,7 +87,8 @@ def drift_status(scores_path: str) -> dict:
     ``{"drifted": bool, ...}`` with the dataset, date, model version and drifted features:
     what a retraining trigger needs. A model without a reference profile never drifts.
     """
-    summary = json.loads((Path(scores_path).parent / SUMMARY_FILE).read_text())
+    partition = storage.fetch(Settings.from_env(), Path(scores_path).parent)
+    summary = json.loads((partition / SUMMARY_FILE).read_text())
     verdict = summary.get("drift") or {"drifted": False}
     return {
         "dataset": summary["dataset"],

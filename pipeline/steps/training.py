@@ -27,6 +27,7 @@ from pipeline.config import (
     project_root,
     validate_name,
 )
+from pipeline.data import storage
 from pipeline.data.windows import MIN_SPREAD, Segments, StandardScaler, frame_to_segments
 from pipeline.detectors.registry import detector_class, supported_params
 from pipeline.detectors.torch_base import TorchDetector
@@ -98,7 +99,15 @@ def prepare(config: RunConfig, settings: Settings | None = None) -> str:
     }
     _refuse_constant_features(splits["train"], spec)
     run = RunDir.create(settings, config)
-    run.save_reviews(reviews.to_records(verdicts))
+    with storage.working_tree(settings, run.path):
+        run.save_reviews(reviews.to_records(verdicts))
+        _store_splits(run, spec, splits)
+    return str(run.path)
+
+
+def _store_splits(run: RunDir, spec: DatasetSpec, splits: dict[Split, pd.DataFrame]) -> None:
+    """The splits segmented and scaled (scaler fitted on training days), and the bundle's
+    scaler, spec and entities, written into the run folder."""
     segmented = {
         name: frame_to_segments(frame, spec.feature_names, spec.step)
         for name, frame in splits.items()
@@ -109,7 +118,6 @@ def prepare(config: RunConfig, settings: Settings | None = None) -> str:
     ModelBundle.save_scaler(scaler, run.bundle)
     ModelBundle.save_spec(spec, run.bundle)
     ModelBundle.save_entities(splits["train"][ENTITY].unique(), run.bundle)
-    return str(run.path)
 
 
 def _load_days(settings: Settings, spec: DatasetSpec, days: list[dt.date]) -> pd.DataFrame:
@@ -145,6 +153,7 @@ def detector_params(config: RunConfig) -> dict[str, Any]:
     return supported_params(config.detector, common) | config.detector_params
 
 
+@storage.on_run_folder
 def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
     """Train the configured detector on the prepared training split; save it in the bundle."""
     run = RunDir(Path(run_dir))
@@ -162,6 +171,7 @@ def train(run_dir: str, progress: bool = False, resume: bool = False) -> str:
     return run_dir
 
 
+@storage.on_run_folder
 def calibrate(run_dir: str) -> str:
     """Fit the threshold on the labeled validation days (training scores when unlabeled).
 
@@ -219,6 +229,7 @@ def _report_calibration(
     run.calibration_report.write_text(json.dumps(report, indent=2))
 
 
+@storage.on_run_folder
 def evaluate(run_dir: str) -> str:
     """Score the labeled test days at the calibrated threshold; write metrics and figures."""
     run = RunDir(Path(run_dir))

@@ -11,11 +11,12 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
 from pipeline.config import DatasetSpec, Settings
-from pipeline.data import io
+from pipeline.data import io, storage
 from pipeline.data.validate import ValidationReport, validate_batch
 
 log = logging.getLogger(__name__)
@@ -45,39 +46,42 @@ def validate(dataset: str, day: dt.date, settings: Settings | None = None) -> st
     """
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(dataset)
-    landing = settings.partition("landing", dataset, day)
+    landing = storage.fetch(settings, settings.partition("landing", dataset, day))
     try:
         report = validate_batch(io.read_partition(landing), spec, day)
         fingerprint = _fingerprint(landing)
     except io.BatchReadError as exc:
-        report = ValidationReport(
-            dataset=dataset,
-            date=day,
-            success=False,
-            failures=[str(exc)],
-            n_rows=0,
-            result={},
-            warnings=[],
-        )
-        fingerprint = ""
+        report, fingerprint = failed_report(dataset, day, str(exc)), ""
     if not report.success:
-        quarantine = io.quarantine_batch(
-            landing,
-            settings.partition("quarantine", dataset, day),
-            report.to_json(),
-            report.data_docs,
-        )
-        failures = "\n".join(f"  - {line}" for line in report.failures)
-        raise BatchRejected(
-            f"{dataset} {day} failed validation and was quarantined to {quarantine}:\n{failures}"
-        )
+        reject(settings, report, landing)
     for warning in report.warnings:
         log.warning("%s %s: %s", dataset, day, warning)
     record = {"fingerprint": fingerprint, "report": json.loads(report.to_json())}
     target = report_path(settings, dataset, day)
-    with io.exclusive_partition(target.parent):
-        io.write_text_atomic(report.data_docs, target.with_name(DATA_DOCS_FILE))
-        return str(io.write_text_atomic(json.dumps(record, indent=2), target))
+    with storage.publish(settings, target.parent) as staged:
+        (staged / DATA_DOCS_FILE).write_text(report.data_docs)
+        (staged / REPORT_FILE).write_text(json.dumps(record, indent=2))
+    return str(target)
+
+
+def reject(settings: Settings, report: ValidationReport, landing: Path) -> NoReturn:
+    """Quarantine a rejected day (its landed files, if any, and its report), then raise."""
+    quarantine = settings.partition("quarantine", report.dataset, report.date)
+    with storage.publish(settings, quarantine) as staged:
+        io.copy_rejected(landing, staged, report.to_json(), report.data_docs)
+    failures = "\n".join(f"  - {line}" for line in report.failures)
+    raise BatchRejected(
+        f"{report.dataset} {report.date} failed validation and was quarantined to "
+        f"{quarantine}:\n{failures}"
+    )
+
+
+def failed_report(dataset: str, day: dt.date, failure: str) -> ValidationReport:
+    """The report of a day that could not even be read: one failure, no rows."""
+    return ValidationReport(
+        dataset=dataset, date=day, success=False, failures=[failure], n_rows=0, result={},
+        warnings=[],
+    )  # fmt: skip
 
 
 def validate_days(
@@ -102,8 +106,8 @@ def report_path(settings: Settings, dataset: str, day: dt.date) -> Path:
 
 def is_validated(settings: Settings, dataset: str, day: dt.date) -> bool:
     """True when a passing report exists for exactly the files now in the landing partition."""
-    report = report_path(settings, dataset, day)
-    landing = settings.partition("landing", dataset, day)
+    report = storage.fetch(settings, report_path(settings, dataset, day).parent) / REPORT_FILE
+    landing = storage.fetch(settings, settings.partition("landing", dataset, day))
     if not report.is_file() or not landing.is_dir():
         return False
     try:

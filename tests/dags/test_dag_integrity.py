@@ -221,3 +221,18 @@ def test_a_drift_triggered_run_trains_the_dataset_that_drifted(tmp_path, monkeyp
     assert steps.run_config_from_params(drifted).dataset == "ward-b"
     scheduled = run_params(defaults, TriggeringAssetEventsAccessor.build([]))
     assert scheduled == defaults
+
+
+def test_scoring_waits_for_the_day_then_ingests_it_and_delivers_the_scores(dagbag):
+    score = dagbag.dags["tsad_score"]
+    wait = score.get_task("wait_for_day")
+    assert wait.mode == "reschedule" and not wait.upstream_task_ids
+    assert score.get_task("ingest").upstream_task_ids == {"wait_for_day"}
+    assert score.get_task("validate").upstream_task_ids == {"ingest"}
+    assert score.get_task("deliver").upstream_task_ids == {"score"}
+
+
+def test_training_ingests_its_days_before_validating_them(dagbag):
+    train = dagbag.dags["tsad_train"]
+    assert not train.get_task("ingest").upstream_task_ids
+    assert train.get_task("validate_days").upstream_task_ids == {"ingest"}

@@ -22,6 +22,7 @@ VALUES = yaml.safe_load((REPO / "infra" / "helm" / "values.yaml").read_text())
 VARIABLE = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|_KEY$")
 LONG_RUNNING = {
+    "minio",
     "postgres",
     "redis",
     "mlflow",
@@ -69,7 +70,7 @@ def test_compose_file_follows_the_compose_specification():
 
 
 def test_the_services_of_airflows_official_layout_are_all_there():
-    assert LONG_RUNNING | {"airflow-init", "mlflow-init"} == set(SERVICES)
+    assert LONG_RUNNING | {"airflow-init", "mlflow-init", "minio-init"} == set(SERVICES)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SERVICES if "build" in SERVICES[n]))
@@ -210,8 +211,6 @@ def test_kubernetes_manifests_parse_and_share_the_secret_names():
     ]
     kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
     assert {("Deployment", "mlflow"), ("Service", "mlflow"), ("Job", "mlflow-init")} <= kinds
-    claims = {name for kind, name in kinds if kind == "PersistentVolumeClaim"}
-    assert VALUES["volumes"][0]["persistentVolumeClaim"]["claimName"] in claims
     examples = yaml.safe_load_all((REPO / "infra" / "secrets.example.yaml").read_text())
     secret_names = {doc["metadata"]["name"] for doc in examples}
     referenced = {VALUES[key] for key in VALUES if key.endswith("SecretName")}
@@ -229,3 +228,26 @@ def test_every_deployment_creates_the_gpu_pool_the_training_task_waits_for():
     for where in (init, helm, makefile):
         assert re.search(r"airflow pools set gpu \"\$+\{TSAD_GPU_POOL_SLOTS:-1\}", where), where
     assert {"name": "TSAD_GPU_POOL_SLOTS", "value": "1"} in VALUES["env"]
+
+
+def test_the_data_tree_lives_in_object_storage_not_on_a_shared_volume():
+    """Compose: MinIO with its bucket made at start, the pipeline's keys from .env. Helm: the
+    same URI, keys from a Secret, and each pod's working copy on an emptyDir."""
+    common = COMPOSE["x-airflow-common"]["environment"]
+    uri = common["TSAD_DATA_URI"]
+    bucket = uri.removeprefix("s3://").split("/")[0]
+    assert common["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert "minio" in SERVICES and "minio-init" in SERVICES
+    init = " ".join(SERVICES["minio-init"]["entrypoint"])
+    assert f"mb --ignore-existing local/{bucket}" in init
+    assert SERVICES["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert common[key].startswith("${TSAD_S3_") and ":?" in common[key]
+    values_env = {entry["name"]: entry.get("value") for entry in VALUES["env"]}
+    assert values_env["TSAD_DATA_URI"].startswith("s3://")
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= {
+        e["envName"] for e in VALUES["secret"]
+    }
+    assert VALUES["volumes"] == [{"name": "tsad-data", "emptyDir": {}}]
+    base = next(c for c in gpu_pod_template()["spec"]["containers"] if c["name"] == "base")
+    assert "TSAD_DATA_URI" in {entry["name"] for entry in base["env"]}

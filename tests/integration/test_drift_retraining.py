@@ -90,11 +90,11 @@ def test_a_drifted_day_triggers_a_training_run_for_its_dataset(
         f"ON dag_run.id = dagrun_asset_event.dag_run_id WHERE dag_run.run_id = '{run_id}'",
     )
     assert json.loads(extra)["dataset"] == "ward-b"
-    first = run_airflow(["tasks", "test", "tsad_train", "validate_days", run_id], settings)
+    first = run_airflow(["tasks", "test", "tsad_train", "ingest", run_id], settings)
     assert first.returncode == 0, first.stderr[-3000:]
     [(value,)] = rows(
         settings,
-        "SELECT value FROM xcom WHERE dag_id = 'tsad_train' AND task_id = 'validate_days' "
+        "SELECT value FROM xcom WHERE dag_id = 'tsad_train' AND task_id = 'ingest' "
         f"AND run_id = '{run_id}'",
     )
     trained = json.loads(json.loads(value))
