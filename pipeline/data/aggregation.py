@@ -31,11 +31,11 @@ from pipeline.config import (
     ENTITY,
     LABEL,
     TIMESTAMP,
-    AggregateSpec,
     DatasetSpec,
     EventsSpec,
     parse_duration,
 )
+from pipeline.spec_parts import AggregateSpec
 
 EVENT_ID = "event_id"
 _COUNT = "n"
