@@ -101,7 +101,7 @@ def _is_refused(exc: MlflowException) -> bool:
     return exc.error_code in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
 
 
-def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+def experiment_for(client: MlflowClient, settings: Settings, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -228,7 +228,7 @@ def register_training_run(
     """
     client = connect(settings)
     name = settings.model_name(dataset)
-    experiment_id = _experiment_id(client, settings, f"{name}-training")
+    experiment_id = experiment_for(client, settings, f"{name}-training")
     finite = {key: value for key, value in metrics.items() if math.isfinite(value)}
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
@@ -399,7 +399,7 @@ def log_gate_run(
     """
     client = connect(settings)
     name = settings.model_name(dataset)
-    experiment_id = _experiment_id(client, settings, f"{name}-promotion")
+    experiment_id = experiment_for(client, settings, f"{name}-promotion")
     compared = [version for version in (challenger, production) if version is not None]
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"{name} version {challenger} gate"
@@ -411,51 +411,3 @@ def log_gate_run(
         models = [logged_model_id(client.get_model_version(name, v)) for v in compared]
         client.log_inputs(run.info.run_id, models=[LoggedModelInput(m) for m in models if m])
     return run.info.run_id
-
-
-def log_scoring_run(
-    settings: Settings,
-    dataset: str,
-    date: str,
-    model: LoadedModel,
-    summary: dict,
-    artifacts: Sequence[Path] = (),
-    validation: Path | None = None,
-) -> str:
-    """Record a day's scoring as its own MLflow run.
-
-    Metrics: rows, anomaly rate and every other number of ``summary`` (drift indicators come
-    as a nested ``drift`` dict: the score PSI, one ``psi.<feature>`` per feature, and
-    ``drifted`` as 0/1); ``artifacts`` (the daily report) are logged as files, and the day's
-    ``validation`` folder (JSON report and Data Docs page) under ``validation/``.
-    """
-    client = connect(settings)
-    experiment_id = _experiment_id(client, settings, f"{model.name}-scoring")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{dataset} {date}") as run:
-        mlflow.set_tags(
-            {
-                "dataset": dataset,
-                "date": date,
-                "model_name": model.name,
-                "model_version": model.version,
-            }
-        )
-        mlflow.log_metrics(_numbers(summary) | _drift_metrics(summary.get("drift")))
-        mlflow.log_dict(summary, "summary.json")
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        if validation is not None and validation.is_dir():
-            mlflow.log_artifacts(str(validation), artifact_path="validation")
-    return run.info.run_id
-
-
-def _numbers(values: dict) -> dict[str, float]:
-    """The numeric entries of a dict (booleans as 0/1), as MLflow metrics."""
-    return {key: float(value) for key, value in values.items() if isinstance(value, int | float)}
-
-
-def _drift_metrics(drift: dict | None) -> dict[str, float]:
-    if drift is None:
-        return {}
-    psi = {f"psi.{name}": value for name, value in drift["feature_psi"].items()}
-    return {"score_psi": drift["score_psi"], "drifted": float(drift["drifted"])} | psi

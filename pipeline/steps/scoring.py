@@ -36,7 +36,7 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     day's MLflow scoring run. A rerun for the same day replaces the output. Returns the path
     of the scores file.
     """
-    from pipeline import tracking
+    from pipeline import tracking, tracking_scoring
 
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(dataset)
@@ -69,7 +69,7 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
             link_alarms_to_events(
                 staged, landing, settings.partition("landing", dataset, day), spec
             )
-    tracking.log_scoring_run(
+    tracking_scoring.log_scoring_run(
         settings,
         dataset,
         day.isoformat(),
