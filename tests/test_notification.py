@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import tsad
 from scored_day import DAY, scored_day
 from smtp_inbox import Inbox, local_smtp
 
@@ -23,17 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def smtp_server() -> Iterator[tuple[Inbox, str]]:
     with local_smtp() as server:
         yield server
-
-
-def tsad(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def test_tsad_notify_mails_the_digest_to_the_owners(tsad_home: Settings, smtp_server) -> None:

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import tsad
 from scored_day import DAY, MIDNIGHT, scored_day
 
 from pipeline import reviews
@@ -85,18 +83,6 @@ def test_reviewed_rows_are_labeled_and_other_rows_keep_their_own_label() -> None
     unlabeled = frame.drop(columns="label")
     assert reviews.labeled(unlabeled, standing)["label"].tolist()[:8] == [0, 0, 1, 1, 1, 0, 0, 0]
     assert "label" not in reviews.labeled(unlabeled, reviews.empty())
-
-
-def tsad(*args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def test_tsad_review_records_verdicts_and_refuses_what_it_cannot_use(

@@ -4,12 +4,11 @@ real local HTTP endpoint through the same ``slack_default`` connection."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import tsad
 from scored_day import DAY, scored_day
 from webhook_inbox import Webhook, local_webhook
 
@@ -25,17 +24,6 @@ DAGS = ROOT / "dags"
 def webhook() -> Iterator[Webhook]:
     with local_webhook() as endpoint:
         yield endpoint
-
-
-def tsad(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def test_tsad_notify_via_slack_posts_the_digest(tsad_home: Settings, webhook: Webhook) -> None:
