@@ -159,7 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     else:
         from pipeline import demo
 
-        demo.run(epochs=args.epochs)
+        demo.run(epochs=args.epochs, patients=args.patients)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -323,6 +323,7 @@ def _add_tool_commands(commands: Commands) -> None:
     demo.add_argument("--epochs", type=int, default=None)
     demo.add_argument("--dataset", choices=DEMO_DATASETS, default="vitals")
     demo.add_argument("--accounts", type=int, default=None, help="transactions only")
+    demo.add_argument("--patients", type=int, default=None, help="vitals only")
     demo.set_defaults(handler=cmd_demo)
 
     bench = commands.add_parser("bench", help="benchmark detectors on public labeled data")

@@ -105,14 +105,21 @@ def summarise(
     )
 
 
-def run(epochs: int | None = None) -> None:
-    """Generate data, train through Airflow, score each day through Airflow, summarise."""
+def run(epochs: int | None = None, patients: int | None = None) -> None:
+    """Generate data, train through Airflow, score each day through Airflow, summarise.
+
+    ``epochs`` and ``patients`` trim the demo (a quick look, or a test); by default it trains
+    the run config's epochs on the generator's ward of patients.
+    """
     settings = Settings.from_env()
     config = steps.run_config_from_params({"run_config": DATASET})
     days = _scoring_days(config)
     started = time.monotonic()
     print(f"[demo] TSAD_HOME={settings.home}")
-    steps.generate(start=config.train.start, days=DAYS, labeled_from=config.validation.start)
+    ward = {"patients": patients} if patients else {}
+    steps.generate(
+        start=config.train.start, days=DAYS, labeled_from=config.validation.start, **ward
+    )
     _break_last_day(settings, days[-1])
     print(f"[demo] wrote {DAYS} days of vital signs; {days[-1]} lacks '{BROKEN_COLUMN}' on purpose")
     init_airflow(settings)
