@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
+import cli_runner
 import pytest
 from ward import Ward, day, trained_ward
 
 from pipeline.config import Settings
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +18,13 @@ def ward(module_home: Settings) -> Ward:
 
 
 def tsad(*args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(REPO)}
+    """``tsad <args>`` with none of MLflow's own output settings: the CLI alone decides."""
+    env = os.environ | {"PYTHONPATH": str(cli_runner.ROOT)}
     for variable in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
         env.pop(variable, None)
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = cli_runner.tsad(*args, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
 
 
 def test_a_successful_score_prints_its_result_and_nothing_else(ward: Ward):
