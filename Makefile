@@ -24,8 +24,11 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/tsad demo --dataset $(DATASET)
 
+# The suite runs as TEST_WORKERS processes, a test module each at a time (pytest-xdist): most
+# of its time is spent in Airflow, MLflow and server processes starting up, which overlap.
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 lint: venv
 	$(BIN)/ruff check .
