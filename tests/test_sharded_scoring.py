@@ -21,9 +21,10 @@ import pytest
 from cli_runner import ROOT, tsad
 from ward import FIRST_DAY, day, small_run
 
+from benchmarks.s3_server import copy_partition, keys, s3_server, use_s3
 from pipeline import steps
 from pipeline.config import DatasetSpec, Settings
-from pipeline.data import io
+from pipeline.data import io, storage
 from pipeline.day_shards import ShardsIncomplete
 from pipeline.sharding import Shard, entity_rows, shard_of
 
@@ -100,6 +101,33 @@ def test_shards_scored_apart_by_the_cli_then_finalized(whole):
     done = tsad("finalize", "--dataset", "vitals", "--date", date, "--shards", "2")
     assert done.returncode == 0, done.stderr
     _assert_same_day(settings.partition("scores", "vitals", SCORED), reference)
+
+
+def test_shards_reach_the_final_step_through_an_object_store(whole, monkeypatch):
+    """With the data tree on an S3 server, each shard commits its part to the bucket and the
+    final step reads them from there: the working copy is deleted in between, as a worker
+    that did not score them starts without it."""
+    settings, reference = whole
+    with s3_server() as endpoint:
+        use_s3(endpoint, "tree", monkeypatch)
+        on_s3 = Settings.from_env()
+        for zone, date in [
+            ("landing", day(4)),
+            ("validation", day(4)),
+            ("scores", day(4)),
+            ("landing", SCORED),
+            ("validation", SCORED),
+        ]:
+            copy_partition(settings, on_s3, zone, "vitals", date)
+        for index in range(3):
+            steps.score_shard("vitals", SCORED, Shard(index, 3), on_s3)
+        shutil.rmtree(on_s3.data_root)
+        steps.finalize("vitals", SCORED, 3, on_s3)
+        stored = keys(endpoint, "tree/shards/vitals")
+        assert sum(key.endswith("_manifest.json") for key in stored) == 3
+        shutil.rmtree(on_s3.data_root)
+        out = storage.fetch(on_s3, on_s3.partition("scores", "vitals", SCORED))
+        _assert_same_day(out, reference)
 
 
 def test_finalize_refuses_shards_of_another_count(whole):

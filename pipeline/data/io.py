@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -103,8 +104,11 @@ def read_batches(
     for path in partition_files(directory):
         try:
             if path.suffix == ".parquet":
-                batches = pq.ParquetFile(path).iter_batches(
-                    batch_size=ROWS_PER_READ, columns=list(columns)
+                parquet = pq.ParquetFile(path)
+                batches = parquet.iter_batches(
+                    batch_size=ROWS_PER_READ,
+                    columns=list(columns),
+                    row_groups=_row_groups_since(parquet, since),
                 )
                 for batch in batches:
                     kept = _rows_since(batch, since)
@@ -113,6 +117,41 @@ def read_batches(
                 yield from pd.read_csv(path, usecols=list(columns), chunksize=ROWS_PER_READ)
         except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
             raise BatchReadError(f"cannot read {path.name}: {exc}") from exc
+
+
+_UNITS = {"milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}
+
+
+def _row_groups_since(parquet: pq.ParquetFile, since: pd.Timestamp | None) -> list[int]:
+    """The row groups of a file that may hold rows at or after ``since``: every one, but those
+    whose ``timestamp`` statistics end before it (never decoded).
+
+    A previous day's tail, the context of a day's scoring, sits in the last row groups of an
+    export in time order. Statistics are read as the stored integers in the stored unit; a
+    group without them, or a column of another type, is kept.
+    """
+    every = list(range(parquet.metadata.num_row_groups))
+    if since is None or TIMESTAMP not in parquet.schema.names:
+        return every
+    index = parquet.schema.names.index(TIMESTAMP)  # of the leaf columns, as row groups count
+    logical = json.loads(parquet.schema.column(index).logical_type.to_json())
+    unit = _UNITS.get(logical.get("timeUnit", "")) if logical.get("Type") == "Timestamp" else None
+    if unit is None:
+        return every
+    first = -(-pd.Timestamp(since).value // pd.Timedelta(1, unit=unit).value)
+    kept = []
+    for group in every:
+        column = parquet.metadata.row_group(group).column(index)
+        stats = column.statistics
+        ends_before = (
+            column.physical_type == "INT64"
+            and stats is not None
+            and stats.has_min_max
+            and stats.max_raw < first
+        )
+        if not ends_before:
+            kept.append(group)
+    return kept
 
 
 def _rows_since(batch: pa.RecordBatch, since: pd.Timestamp | None) -> pa.RecordBatch:
