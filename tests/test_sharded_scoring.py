@@ -3,8 +3,9 @@
 Five patients, a PCA model: the day before is scored whole (its alarms start the episodes that
 cross midnight), then the day is scored whole, and as 1, 2, 3 and 8 shards (8: more shards than
 patients, so some shards hold nobody and must still be committed and merged), through the
-steps and through ``tsad`` itself. Score rows (after sorting), episodes, drift and summary must
-be the same; with one shard the files are the same bytes.
+steps, through ``tsad`` itself and with the data tree on an S3 server. Score rows (after
+sorting), episodes, drift and summary must be the same; with one shard the files are the same
+bytes.
 """
 
 from __future__ import annotations
