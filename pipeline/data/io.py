@@ -139,19 +139,14 @@ def _row_groups_since(parquet: pq.ParquetFile, since: pd.Timestamp | None) -> li
     if unit is None:
         return every
     first = -(-pd.Timestamp(since).value // pd.Timedelta(1, unit=unit).value)
-    kept = []
-    for group in every:
+
+    def ends_before(group: int) -> bool:
         column = parquet.metadata.row_group(group).column(index)
         stats = column.statistics
-        ends_before = (
-            column.physical_type == "INT64"
-            and stats is not None
-            and stats.has_min_max
-            and stats.max_raw < first
-        )
-        if not ends_before:
-            kept.append(group)
-    return kept
+        found = stats is not None and stats.has_min_max and column.physical_type == "INT64"
+        return found and stats.max_raw < first
+
+    return [group for group in every if not ends_before(group)]
 
 
 def _rows_since(batch: pa.RecordBatch, since: pd.Timestamp | None) -> pa.RecordBatch:
