@@ -102,7 +102,13 @@ def test_airflow_env_points_airflow_at_this_projects_dags(airflow_home) -> None:
     listed = shell('eval "$(tsad airflow-env)" && airflow dags list -o json', home.env)
     assert listed.returncode == 0, listed.stderr[-2000:]
     dags = {dag["dag_id"]: dag["fileloc"] for dag in json.loads(listed.stdout)}
-    assert set(dags) == {"tsad_train", "tsad_score"}
+    # One training and one scoring DAG per dataset spec.
+    assert set(dags) == {
+        "tsad_train",
+        "tsad_score",
+        "tsad_train_transactions",
+        "tsad_score_transactions",
+    }
     assert all(Path(path).parent == REPO / "dags" for path in dags.values())
 
 

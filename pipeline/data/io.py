@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -86,7 +87,10 @@ def read_partition(directory: Path, columns: Sequence[str] | None = None) -> pd.
 
 
 def read_batches(
-    directory: Path, columns: Sequence[str], since: pd.Timestamp | None = None
+    directory: Path,
+    columns: Sequence[str],
+    since: pd.Timestamp | None = None,
+    rows: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """A partition's rows in batches of at most :data:`ROWS_PER_READ`, only ``columns`` read.
 
@@ -94,19 +98,55 @@ def read_batches(
     the memory of one batch, not of the day. ``since`` drops the rows of a Parquet
     ``timestamp`` column (an Arrow timestamp, naive read as UTC) before it, before they reach
     pandas; other rows (CSV, text timestamps) are all read, for the caller to filter.
+    ``rows`` filters each Parquet batch the same way, before conversion (a shard's entities,
+    :func:`pipeline.sharding.entity_rows`); CSV rows again reach the caller unfiltered.
     """
     for path in partition_files(directory):
         try:
             if path.suffix == ".parquet":
-                batches = pq.ParquetFile(path).iter_batches(
-                    batch_size=ROWS_PER_READ, columns=list(columns)
+                parquet = pq.ParquetFile(path)
+                batches = parquet.iter_batches(
+                    batch_size=ROWS_PER_READ,
+                    columns=list(columns),
+                    row_groups=_row_groups_since(parquet, since),
                 )
                 for batch in batches:
-                    yield _rows_since(batch, since).to_pandas()
+                    kept = _rows_since(batch, since)
+                    yield (kept if rows is None else rows(kept)).to_pandas()
             else:
                 yield from pd.read_csv(path, usecols=list(columns), chunksize=ROWS_PER_READ)
         except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
             raise BatchReadError(f"cannot read {path.name}: {exc}") from exc
+
+
+_UNITS = {"milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}
+
+
+def _row_groups_since(parquet: pq.ParquetFile, since: pd.Timestamp | None) -> list[int]:
+    """The row groups of a file that may hold rows at or after ``since``: every one, but those
+    whose ``timestamp`` statistics end before it (never decoded).
+
+    A previous day's tail, the context of a day's scoring, sits in the last row groups of an
+    export in time order. Statistics are read as the stored integers in the stored unit; a
+    group without them, or a column of another type, is kept.
+    """
+    every = list(range(parquet.metadata.num_row_groups))
+    if since is None or TIMESTAMP not in parquet.schema.names:
+        return every
+    index = parquet.schema.names.index(TIMESTAMP)  # of the leaf columns, as row groups count
+    logical = json.loads(parquet.schema.column(index).logical_type.to_json())
+    unit = _UNITS.get(logical.get("timeUnit", "")) if logical.get("Type") == "Timestamp" else None
+    if unit is None:
+        return every
+    first = -(-pd.Timestamp(since).value // pd.Timedelta(1, unit=unit).value)
+
+    def ends_before(group: int) -> bool:
+        column = parquet.metadata.row_group(group).column(index)
+        stats = column.statistics
+        found = stats is not None and stats.has_min_max and column.physical_type == "INT64"
+        return found and stats.max_raw < first
+
+    return [group for group in every if not ends_before(group)]
 
 
 def _rows_since(batch: pa.RecordBatch, since: pd.Timestamp | None) -> pa.RecordBatch:
@@ -216,6 +256,26 @@ def parquet_writer_atomic(
                 writer.close()
         if writer is None:
             raise ValueError(f"no rows were written to {target}")
+
+
+def concat_parquet_atomic(sources: Sequence[Path], target: Path) -> Path:
+    """The rows of ``sources`` (files of one schema), in order, as one file at ``target``.
+
+    One source is copied byte for byte; several are streamed batch by batch, written as
+    :func:`parquet_writer_atomic` writes, so memory holds one batch whatever the total.
+    """
+    with _committed(target) as temporary:
+        if len(sources) == 1:
+            shutil.copyfile(sources[0], temporary)
+            return target
+        schema = pq.read_schema(sources[0])
+        with pq.ParquetWriter(
+            temporary, schema, use_dictionary=_dictionary_columns(schema)
+        ) as writer:
+            for source in sources:
+                for batch in pq.ParquetFile(source).iter_batches(batch_size=ROWS_PER_READ):
+                    writer.write_batch(batch)
+    return target
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:

@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import DatasetSpec
@@ -105,6 +106,23 @@ def test_batches_read_since_a_moment_keep_exactly_the_rows_at_or_after_it(tmp_pa
     read = pd.concat(io.read_batches(directory, ["timestamp", "x"], since=since))
 
     assert read["x"].tolist() == [3.0, 4.0, 5.0]  # 00:00:01.2 on; 00:00:00.8 is before since
+
+
+def test_row_groups_that_end_before_the_moment_are_not_decoded(tmp_path):
+    """A previous day's tail (scoring's context) is read from the last row groups only."""
+    directory = tmp_path / "date=2026-01-01"
+    directory.mkdir()
+    times = pd.date_range("2026-01-01", periods=1000, freq="min", tz="UTC")
+    frame = pd.DataFrame({"timestamp": times, "x": np.arange(1000.0)})
+    frame.to_parquet(directory / "part-0.parquet", index=False, row_group_size=100)
+    since = times[-150]
+
+    read = pd.concat(io.read_batches(directory, ["timestamp", "x"], since=since))
+
+    assert read["x"].tolist() == list(np.arange(850.0, 1000.0))
+    parquet = pq.ParquetFile(directory / "part-0.parquet")
+    assert io._row_groups_since(parquet, since) == [8, 9]
+    assert io._row_groups_since(parquet, None) == list(range(10))
 
 
 def test_csv_timestamps_with_one_zone_are_parsed_and_others_stay_text(tmp_path):
