@@ -3,20 +3,21 @@
 The scheduler sends task instances through Redis (the broker) to ``airflow celery worker``
 processes, each its own process group with its own name, and Celery keeps its results in
 Airflow's PostgreSQL database. The test's tasks travel on a queue named for the test alone, so
-a parallel session on the same Redis never takes them. Workers can be killed (SIGKILL, whole
-group: the worker, its pool and the task processes) and started again, as a lost machine would
-be; the scheduler's task-instance heartbeat timeout is short so that a lost task is noticed in
-seconds rather than minutes.
+a parallel session on the same Redis never takes them. Workers can be killed (SIGKILL: the
+worker, its pool and the task processes) and started again, as a lost machine would be; the
+scheduler's task-instance heartbeat timeout is short so that a lost task is noticed in seconds
+rather than minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import redis
 import worker_host
 from stack_servers import AirflowStack, Server
@@ -26,7 +27,7 @@ from pipeline.config import project_root
 REDIS_URL = os.environ.get("TSAD_TEST_REDIS", "redis://127.0.0.1:6379/13")
 # A task instance whose heartbeat is older than this is failed by the scheduler and retried;
 # workers heartbeat every second so that a busy machine never trips it on a live task.
-HEARTBEAT_TIMEOUT_S = 15
+HEARTBEAT_TIMEOUT_S = 10
 
 
 def redis_available() -> bool:
@@ -81,12 +82,21 @@ class CeleryStack(AirflowStack):
         return worker
 
     def kill_worker(self, name: str) -> None:
-        """SIGKILL the worker's whole process group, as a machine that vanishes: nothing it
-        ran reports back. The stack no longer counts it among its live servers."""
+        """SIGKILL the worker and every process under it, as a machine that vanishes: nothing
+        it ran reports back or finishes. The stack no longer counts it among its live servers.
+
+        The whole tree, not the worker's process group: Airflow's supervisor puts each task
+        process in a group of its own, which would outlive the group and finish the task.
+        """
         worker = self.workers.pop(name)
         self.servers.remove(worker)
-        os.killpg(worker.process.pid, signal.SIGKILL)
+        tree = psutil.Process(worker.process.pid).children(recursive=True)
+        worker.process.kill()  # first, so that no pool process is started again
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         worker.process.wait()
+        psutil.wait_procs(tree, timeout=30)
 
     def stop(self) -> None:
         """Stop every process, then drop what the test's queue left in Redis."""
