@@ -32,6 +32,10 @@ Items (``--only`` takes their names):
 ``s3``      ``tsad score`` of the same day in-process with the data tree on an S3 server on
             127.0.0.1 (read from it into an empty working copy, committed back to it) against
             local files, interleaved. Needs moto (a test requirement), MLflow and GX.
+``shards``  a day of 2,000 entities x 1,440 minutes (200 with ``--quick``), PCA, scored as 4
+            shards plus the final merge against one task scoring it whole, each task a fresh
+            process (``benchmarks.shard_day``): process CPU time, imports and model load
+            included (goal: at most 1.15x), and rows per CPU-second.
 
 With ``--device cuda`` (or ``auto`` on a GPU machine) every item runs on CUDA; tsad's side
 runs at ``precision: auto`` (bf16 on CUDA and on CPUs with native bf16); ``--compile`` adds
@@ -56,6 +60,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from benchmarks.shard_day import bench_shards, shard_rows
 from pipeline.choices import DEVICES
 from pipeline.data.windows import Segments
 from pipeline.detectors.anomaly_transformer import AnomalyTransformer
@@ -78,6 +83,7 @@ ITEMS = (
     "compile",
     "transactions",
     "s3",
+    "shards",
 )
 TRANSACTIONS_GROWTH = (1, 4)
 REFERENCE = {"window": 100, "n_features": 38, "d_model": 512, "n_heads": 8, "n_layers": 3}
@@ -614,6 +620,10 @@ def run_items(args: argparse.Namespace, device: torch.device) -> dict:
                 lambda: bench_transactions(root / "transactions", 5_000 if args.quick else 100_000),
             ),
             "s3": ((*tracked, "moto"), lambda: bench_s3(scoring_setup(), args.repeats)),
+            "shards": (
+                SCORING_MODULES,
+                lambda: bench_shards(root / "shards", 200 if args.quick else 2_000, device.type),
+            ),
         }
         for item in ITEMS:
             if item not in chosen:
@@ -657,6 +667,8 @@ def headline(figures: dict) -> dict:
             payments["4x"]["peak_rss_mb"] / payments["1x"]["peak_rss_mb"] if payments else None
         ),
         "s3_over_local": figures.get("s3", {}).get("ratio"),
+        "shards4_cpu_over_whole": figures.get("shards", {}).get("ratio"),
+        "shards_rows_per_cpu_s": figures.get("shards", {}).get("rows_per_cpu_s"),
     }
 
 
@@ -757,6 +769,7 @@ def table(figures: dict) -> str:
     """The figures as a Markdown table (what, tsad, baseline, ratio)."""
     rows = ["| measurement | tsad | baseline | ratio |", "|---|---|---|---|"]
     rows += training_rows(figures) + scoring_rows(figures) + process_rows(figures)
+    rows += shard_rows(figures)
     for item, reason in figures.get("skipped", {}).items():
         rows.append(f"| {item}: skipped ({reason}) | | | |")
     return "\n".join(rows)

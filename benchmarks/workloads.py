@@ -76,12 +76,15 @@ def land(root: Path, frame: pd.DataFrame, day: dt.date) -> Path:
     return directory
 
 
-def demo_bundle(device: str, entities: int = 8, seed: int = 0) -> ModelBundle:
+def demo_bundle(
+    device: str, entities: int = 8, seed: int = 0, detector_name: str | None = None
+) -> ModelBundle:
     """The demo's detector at the demo's size, fitted for one epoch on a day of ``entities``.
 
     Windows start every ``window`` steps in training (not the demo's stride), so fitting a
     model for thousands of patients stays a matter of seconds; the threshold is the 99th
-    percentile of that day's scores.
+    percentile of that day's scores. ``detector_name`` fits another detector at the run's
+    window (its own defaults otherwise).
     """
     spec = DatasetSpec.load("vitals")
     run = RunConfig.load("vitals")
@@ -89,10 +92,12 @@ def demo_bundle(device: str, entities: int = 8, seed: int = 0) -> ModelBundle:
     segments, _ = frame_to_segments(frame, spec.feature_names, spec.step)
     scaler = StandardScaler.fit(segments.values, spec.feature_names)
     scaled = Segments(scaler.transform(segments.values), segments.bounds)
+    name = detector_name or run.detector
     common = {"window": run.window, "batch_size": run.batch_size, "seed": seed}
-    params = supported_params(run.detector, common) | run.detector_params
     brief = {"epochs": 1, "train_stride": run.window, "device": device}
-    detector = detector_class(run.detector)(**params | brief)
+    own = run.detector_params if name == run.detector else {}
+    params = supported_params(name, common) | own
+    detector = detector_class(name)(**params | supported_params(name, brief))
     detector.fit(scaled)
     scores = detector.score(scaled)
     calibrator = make_calibrator("percentile").fit(scores)

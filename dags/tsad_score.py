@@ -1,5 +1,9 @@
 """Daily scoring: wait for the day, ingest it, validate it, score it, deliver it, flag drift.
 
+One scoring DAG per dataset spec (``configs/datasets/*.yaml``, see :mod:`pipeline.schedules`):
+``tsad_score`` for ``vitals``, ``tsad_score_<name>`` for every other, each on its spec's
+``scoring.schedule``, its ``dataset`` Param defaulting to its own dataset.
+
 ``wait_for_day`` looks for the day (its landing partition, or rows in the dataset's SQL
 source) until the spec's ``landing.wait`` after the day's end, then fails as "not landed by"
 (nothing is quarantined). ``ingest`` snapshots a SQL source's day into the landing tree (a
@@ -7,11 +11,15 @@ no-op for datasets whose producers land files), ``deliver`` fills the spec's sin
 
 The partition is the run's data interval start, so a backfill of a past day scores that day;
 the ``date`` Param overrides it for manual and asset-triggered runs (which have no interval).
-Scoring writes the scores (every alarm with its top features), ``summary.json`` and the daily
-``report.html``. When the day drifted beyond the dataset's ``monitoring.drift_level``,
-``signal_drift`` emits an event on the ``tsad_drift`` Asset (extra: dataset, date, model
-version, drifted features); a retraining DAG scheduled on that Asset runs on it. Otherwise the
-task is skipped and no event is emitted.
+The day is scored as entity shards (the spec's ``scoring.shards``, or the ``shards`` Param):
+``score`` is mapped over them (one task instance per shard, on whichever worker the executor
+picks, retried alone when it fails), each committing its part; ``finalize`` then commits the
+day once every shard is there: the scores (every alarm with its top features),
+``summary.json`` and the daily ``report.html``, the same as one task scoring the whole day.
+When the day drifted beyond the dataset's ``monitoring.drift_level``, ``signal_drift`` emits an
+event on the dataset's drift Asset (``tsad_drift`` for ``vitals``, ``tsad_drift_<name>`` for the
+others; extra: dataset, date, model version, drifted features); the dataset's training DAG runs
+on it. Otherwise the task is skipped and no event is emitted.
 
 The dataset's owners (``notifications.owners`` in its spec) are e-mailed through Airflow's SMTP
 notifier and the ``smtp_default`` connection, and its Slack channel
@@ -29,12 +37,12 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipeline.choices import NAME_PATTERN
+from pipeline.schedules import DatasetSchedule, dataset_schedules
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True}
 # A day is scored in bounded memory and well within these; a hung task fails instead of waiting.
 SHORT = {"execution_timeout": timedelta(minutes=10)}
 COMPUTE = {"execution_timeout": timedelta(hours=2)}
-DRIFT = Asset(name="tsad_drift", uri="tsad://drift")
 SMTP_CONNECTION = "smtp_default"
 SLACK_CONNECTION = "slack_default"
 # The longest wait for a day a dataset spec may ask for (landing.wait), and a backstop to it.
@@ -181,49 +189,48 @@ def landed_day():
     return ingest(wait_for_day())
 
 
-@dag(
-    dag_id="tsad_score",
-    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=4,
-    dagrun_timeout=MAX_WAIT + timedelta(hours=6),
-    tags=["tsad", "scoring"],
-    doc_md=__doc__,
-    default_args={
-        "on_execute_callback": settings_from_connections,
-        "on_failure_callback": on_task_failure,
-    },
-    params={
-        "dataset": Param("vitals", type="string", pattern=NAME_PATTERN),
-        "date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="YYYY-MM-DD; default: the run's data interval start",
-        ),
-    },
-)
-def tsad_score():
+def sharded_score(day):
+    """Score the day as its shards (mapped: one task instance each), then commit it.
+
+    Returns the ``finalize`` task's output, the day's scores file, which every later task reads.
+    A failed shard is retried alone; the day is committed once, by ``finalize``.
+    """
+
+    @task(**IO_RETRIES, **SHORT)
+    def plan_shards(day: str, params: dict | None = None) -> list[str]:
+        """The day's shards as ``K/N``: the ``shards`` Param, else the spec's count."""
+        from pipeline.config import DatasetSpec
+
+        assert params is not None  # Airflow passes every run its Params
+        count = params.get("shards") or DatasetSpec.load(params["dataset"]).scoring.shards
+        return [f"{index}/{count}" for index in range(count)]
+
+    @task(map_index_template="{{ shard }}", **IO_RETRIES, **COMPUTE)
+    def score(day: str, shard: str, params: dict | None = None) -> str:
+        """One shard of the day (retried alone when it fails); its part is committed apart."""
+        from pipeline import steps
+        from pipeline.config import parse_date
+        from pipeline.sharding import Shard
+
+        assert params is not None  # Airflow passes every run its Params
+        get_current_context()["shard"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
+        return steps.score_shard(params["dataset"], parse_date(day), Shard.parse(shard))
+
     @task(**IO_RETRIES, **COMPUTE)
-    def validate(day: str, params: dict | None = None) -> str:
+    def finalize(day: str, parts: list[str], params: dict | None = None) -> str:
+        """Commit the day once every shard's part is there: what the later tasks read."""
         from pipeline import steps
         from pipeline.config import parse_date
 
         assert params is not None  # Airflow passes every run its Params
-        try:
-            steps.validate(params["dataset"], parse_date(day))
-        except steps.BatchRejected as exc:
-            raise AirflowFailException(str(exc)) from exc
-        return day
+        return steps.finalize(params["dataset"], parse_date(day), len(list(parts)))
 
-    @task(**IO_RETRIES, **COMPUTE)
-    def score(day: str, params: dict | None = None) -> str:
-        from pipeline import steps
-        from pipeline.config import parse_date
+    parts = score.partial(day=day).expand(shard=plan_shards(day))
+    return finalize(day, parts)
 
-        assert params is not None  # Airflow passes every run its Params
-        return steps.score(params["dataset"], parse_date(day))
+
+def scored_day_outputs(scores, drift):
+    """Fill the sinks, signal drift on the dataset's ``drift`` Asset, send the digest."""
 
     @task(**IO_RETRIES, **SHORT)
     def deliver(scores_path: str, params: dict | None = None) -> dict[str, int]:
@@ -234,14 +241,14 @@ def tsad_score():
         day = parse_date(steps.drift_status(scores_path)["date"])
         return steps.deliver(params["dataset"], day, urls=connection_urls(params["dataset"]))
 
-    @task(outlets=[DRIFT], **IO_RETRIES, **SHORT)
+    @task(outlets=[drift], **IO_RETRIES, **SHORT)
     def signal_drift(scores_path: str, *, outlet_events=None) -> dict:
         from pipeline import digest, steps
 
         status = steps.drift_status(scores_path)
         if not status["drifted"]:
             raise AirflowSkipException(f"{status['dataset']} {status['date']}: no drift")
-        outlet_events[DRIFT].extra = status
+        outlet_events[drift].extra = status
         notice = digest.compose_alert(
             "drifted",
             status["dataset"],
@@ -269,10 +276,62 @@ def tsad_score():
             )
         return message.subject
 
-    scores = score(validate(landed_day()))
     deliver(scores)
     signal_drift(scores)
     send_digest(scores)
 
 
-tsad_score()
+def scoring_dag(plan: DatasetSchedule):
+    """The scoring DAG of one dataset: its schedule, its shard count (the ``shards`` Param)."""
+    drift = Asset(name=plan.drift_asset, uri=plan.drift_uri)  # the dataset's training listens
+
+    @dag(
+        dag_id=plan.score_dag_id,
+        schedule=CronDataIntervalTimetable(plan.score_schedule, timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=4,
+        dagrun_timeout=MAX_WAIT + timedelta(hours=6),
+        tags=["tsad", "scoring", plan.dataset],
+        doc_md=__doc__,
+        default_args={
+            "on_execute_callback": settings_from_connections,
+            "on_failure_callback": on_task_failure,
+        },
+        params={
+            "dataset": Param(plan.dataset, type="string", pattern=NAME_PATTERN),
+            "date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="YYYY-MM-DD; default: the run's data interval start",
+            ),
+            "shards": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                maximum=1024,
+                description=f"entity shards, one task each; default: the spec's ({plan.shards})",
+            ),
+        },
+    )
+    def tsad_score():
+        @task(**IO_RETRIES, **COMPUTE)
+        def validate(day: str, params: dict | None = None) -> str:
+            from pipeline import steps
+            from pipeline.config import parse_date
+
+            assert params is not None  # Airflow passes every run its Params
+            try:
+                steps.validate(params["dataset"], parse_date(day))
+            except steps.BatchRejected as exc:
+                raise AirflowFailException(str(exc)) from exc
+            return day
+
+        scored_day_outputs(sharded_score(validate(landed_day())), drift)
+
+    return tsad_score()
+
+
+for _plan in dataset_schedules():
+    scoring_dag(_plan)

@@ -1,9 +1,12 @@
-"""Weekly retraining: ingest, validate, prepare, train, calibrate, select, evaluate, register,
-promote.
+"""Retraining: ingest, validate, prepare, train, calibrate, select, evaluate, register, promote.
 
-It also runs when a scored day drifts (an event on the ``tsad_drift`` Asset, Airflow's combined
-asset-or-time schedule), for the dataset the event names; ``TSAD_RETRAIN_ON_DRIFT=false`` where
-the DAG processor parses this file leaves it weekly only.
+One training DAG per dataset spec with a run config (see :mod:`pipeline.schedules`):
+``tsad_train`` for ``vitals``, ``tsad_train_<name>`` for every other, on the spec's
+``training.schedule`` (weekly by default), its ``run_config`` Param defaulting to the
+dataset's. It also runs when one of the dataset's scored days drifts (an event on the
+dataset's drift Asset, Airflow's combined asset-or-time schedule), for the dataset the event
+names; ``TSAD_RETRAIN_ON_DRIFT=false`` where the DAG processor parses this file leaves it on its
+schedule only.
 
 Training and calibration are mapped over the run's candidate detectors (dynamic task mapping:
 one ``train`` and one ``calibrate`` task instance per candidate; one of each when the run
@@ -39,20 +42,22 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.choices import CALIBRATION_METHODS, DETECTOR_NAMES, NAME_PATTERN
+from pipeline.schedules import DRIFT_ASSET, DatasetSchedule, dataset_schedules
 
-WEEKLY = CronTriggerTimetable("@weekly", timezone="UTC")
-DRIFT = Asset(name="tsad_drift", uri="tsad://drift")  # emitted by tsad_score's signal_drift
 RETRAIN_ON_DRIFT = "TSAD_RETRAIN_ON_DRIFT"
 SLACK = "slack_default"
 
 
-def schedule():
-    """Weekly, and on every ``tsad_drift`` event unless ``TSAD_RETRAIN_ON_DRIFT`` is false.
+def schedule(plan: DatasetSchedule):
+    """The dataset's training schedule (its spec's ``training.schedule``), and every drift
+    event of its scoring unless ``TSAD_RETRAIN_ON_DRIFT`` is false.
 
     Read when the file is parsed: set it where the DAG processor runs.
     """
+    timetable = CronTriggerTimetable(plan.train_schedule, timezone="UTC")
     off = os.environ.get(RETRAIN_ON_DRIFT, "true").strip().lower() in {"false", "0", "no", "off"}
-    return WEEKLY if off else AssetOrTimeSchedule(timetable=WEEKLY, assets=[DRIFT])
+    drift = Asset(name=plan.drift_asset, uri=plan.drift_uri)
+    return timetable if off else AssetOrTimeSchedule(timetable=timetable, assets=[drift])
 
 
 def run_params(params: dict | None, triggering_asset_events) -> dict:
@@ -62,7 +67,7 @@ def run_params(params: dict | None, triggering_asset_events) -> dict:
     drifts = [
         dict(event.extra or {})
         for asset, events in (triggering_asset_events or {}).items()
-        if asset.name == DRIFT.name
+        if asset.name.startswith(DRIFT_ASSET)
         for event in events
     ]
     return steps.retraining_params(params, drifts)
@@ -165,45 +170,10 @@ def trained_and_chosen(run_dir):
     return select(run_dir, calibrated)
 
 
-@dag(
-    dag_id="tsad_train",
-    schedule=schedule(),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(hours=16),
-    tags=["tsad", "training"],
-    doc_md=__doc__,
-    default_args={
-        "on_execute_callback": settings_from_connections,
-        "on_failure_callback": on_task_failure,
-    },
-    params={
-        "run_config": Param(
-            "vitals",
-            type="string",
-            pattern=NAME_PATTERN,
-            description="configs/runs/<name>.yaml: the days and defaults",
-        ),
-        "dataset": Param(
-            None,
-            type=["null", "string"],
-            pattern=NAME_PATTERN,
-            description="override the run config's dataset",
-        ),
-        "detector": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, *DETECTOR_NAMES],
-            description="override the run config's detector, and train it alone instead of "
-            "the config's candidates (see `tsad detectors`)",
-        ),
-        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000),
-        "window": Param(None, type=["null", "integer"], minimum=2, maximum=4096),
-        "calibration": Param(None, type=["null", "string"], enum=[None, *CALIBRATION_METHODS]),
-    },
-)
-def tsad_train():
+def validated_run_config():
+    """Snapshot and validate every day of the run: the ``validate_days`` task's output, the
+    run config (as JSON) the later tasks read."""
+
     @task(**IO_RETRIES, **COMPUTE)
     def ingest(params: dict | None = None, triggering_asset_events=None) -> str:
         """Snapshot every run day from the dataset's SQL source (a no-op without one)."""
@@ -236,35 +206,86 @@ def tsad_train():
             raise AirflowFailException(str(exc)) from exc
         return config.model_dump_json()
 
-    @task(**IO_RETRIES, **COMPUTE)
-    def prepare(config_json: str) -> str:
-        from pipeline import steps
-        from pipeline.config import RunConfig
-
-        return steps.prepare(RunConfig.model_validate_json(config_json))
-
-    @task(**COMPUTE)
-    def evaluate(run_dir: str) -> str:
-        from pipeline import steps
-
-        return steps.evaluate(run_dir)
-
-    @task(**IO_RETRIES, **SHORT)
-    def register(run_dir: str) -> dict:
-        from pipeline import steps
-
-        return steps.register(run_dir)
-
-    @task(**IO_RETRIES, **COMPUTE)
-    def promote(version: dict, config_json: str) -> dict:
-        from pipeline import steps
-        from pipeline.config import RunConfig
-
-        config = RunConfig.model_validate_json(config_json)
-        return steps.promote_challenger(config.dataset, metric=config.promotion_metric).to_dict()
-
-    config_json = validate_days(ingest())
-    promote(register(evaluate(trained_and_chosen(prepare(config_json)))), config_json)
+    return validate_days(ingest())
 
 
-tsad_train()
+def training_dag(plan: DatasetSchedule):
+    """The training DAG of one dataset: its schedule, its run config by default."""
+
+    @dag(
+        dag_id=plan.train_dag_id,
+        schedule=schedule(plan),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=16),
+        tags=["tsad", "training", plan.dataset],
+        doc_md=__doc__,
+        default_args={
+            "on_execute_callback": settings_from_connections,
+            "on_failure_callback": on_task_failure,
+        },
+        params={
+            "run_config": Param(
+                plan.run_config,
+                type="string",
+                pattern=NAME_PATTERN,
+                description="configs/runs/<name>.yaml: the days and defaults",
+            ),
+            "dataset": Param(
+                None,
+                type=["null", "string"],
+                pattern=NAME_PATTERN,
+                description="override the run config's dataset",
+            ),
+            "detector": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, *DETECTOR_NAMES],
+                description="override the run config's detector, and train it alone instead of "
+                "the config's candidates (see `tsad detectors`)",
+            ),
+            "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000),
+            "window": Param(None, type=["null", "integer"], minimum=2, maximum=4096),
+            "calibration": Param(None, type=["null", "string"], enum=[None, *CALIBRATION_METHODS]),
+        },
+    )
+    def tsad_train():
+        @task(**IO_RETRIES, **COMPUTE)
+        def prepare(config_json: str) -> str:
+            from pipeline import steps
+            from pipeline.config import RunConfig
+
+            return steps.prepare(RunConfig.model_validate_json(config_json))
+
+        @task(**COMPUTE)
+        def evaluate(run_dir: str) -> str:
+            from pipeline import steps
+
+            return steps.evaluate(run_dir)
+
+        @task(**IO_RETRIES, **SHORT)
+        def register(run_dir: str) -> dict:
+            from pipeline import steps
+
+            return steps.register(run_dir)
+
+        @task(**IO_RETRIES, **COMPUTE)
+        def promote(version: dict, config_json: str) -> dict:
+            from pipeline import steps
+            from pipeline.config import RunConfig
+
+            config = RunConfig.model_validate_json(config_json)
+            return steps.promote_challenger(
+                config.dataset, metric=config.promotion_metric
+            ).to_dict()
+
+        config_json = validated_run_config()
+        promote(register(evaluate(trained_and_chosen(prepare(config_json)))), config_json)
+
+    return tsad_train()
+
+
+for _plan in dataset_schedules():
+    if _plan.run_config is not None:
+        training_dag(_plan)

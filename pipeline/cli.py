@@ -8,6 +8,7 @@ product's own warnings only; ``-v`` brings back the libraries' logs and warnings
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -104,11 +105,42 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    """One day scored whole, as ``--shards N`` in this process, or one ``--shard K/N`` alone
+    (committed by ``tsad finalize`` once all are); without either, the spec's shard count."""
     from pipeline import steps
+    from pipeline.config import DatasetSpec
+    from pipeline.sharding import Shard
 
     day = parse_date(args.date)
-    _print(f"scores written to {steps.score(args.dataset, day)}")
-    for table, rows in steps.deliver(args.dataset, day).items():
+    if args.shard:
+        shard = Shard.parse(args.shard)
+        folder = steps.score_shard(args.dataset, day, shard)
+        _print(f"shard {shard} written to {folder}; commit the day with tsad finalize")
+        return
+    shards = args.shards or DatasetSpec.load(args.dataset).scoring.shards
+    if shards == 1:
+        scores = steps.score(args.dataset, day)
+    else:
+        scores = steps.score_sharded(args.dataset, day, shards)
+    _print(f"scores written to {scores}")
+    _deliver(args.dataset, day)
+
+
+def cmd_finalize(args: argparse.Namespace) -> None:
+    """Commit a day whose shards were scored apart (``tsad score --shard K/N``)."""
+    from pipeline import steps
+    from pipeline.config import DatasetSpec
+
+    day = parse_date(args.date)
+    shards = args.shards or DatasetSpec.load(args.dataset).scoring.shards
+    _print(f"scores written to {steps.finalize(args.dataset, day, shards)}")
+    _deliver(args.dataset, day)
+
+
+def _deliver(dataset: str, day: dt.date) -> None:
+    from pipeline import steps
+
+    for table, rows in steps.deliver(dataset, day).items():
         _print(f"{rows} rows delivered to table {table}")
 
 
@@ -263,12 +295,27 @@ def _add_data_commands(commands: Commands) -> None:
         ("ingest", cmd_ingest, "snapshot one day from the dataset's source into landing"),
         ("validate", cmd_validate, "validate one landed day (quarantine it if it fails)"),
         ("score", cmd_score, "score one day with the @production model, fill its sinks"),
+        ("finalize", cmd_finalize, "commit a day scored as shards, fill its sinks"),
         ("notify", cmd_notify, "send a scored day's digest to the dataset's owners"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--date", required=True, help="YYYY-MM-DD")
         command.set_defaults(handler=handler)
+    score, finalize = commands.choices["score"], commands.choices["finalize"]
+    sharding = score.add_mutually_exclusive_group()
+    sharding.add_argument(
+        "--shards",
+        type=_positive,
+        help="score the day as N entity shards in this process, then commit it "
+        "(default: the spec's scoring.shards)",
+    )
+    sharding.add_argument(
+        "--shard", metavar="K/N", help="score shard K (from 0) of N alone; tsad finalize commits"
+    )
+    finalize.add_argument(
+        "--shards", type=_positive, help="the day's shard count (default: the spec's)"
+    )
     commands.choices["notify"].add_argument(
         "--via",
         choices=("email", "slack"),

@@ -32,8 +32,10 @@ from pipeline.choices import (
 from pipeline.spec_parts import (
     EventsSpec,
     LandingSpec,
+    ScoringSpec,
     SinkSpec,
     SourceSpec,
+    TrainingSpec,
     parse_duration,
 )
 
@@ -196,6 +198,8 @@ class DatasetSpec(BaseModel):
     source: SourceSpec | None = Field(default=None, description="None: producers land files")
     sinks: list[SinkSpec] = Field(default_factory=list)
     landing: LandingSpec = Field(default_factory=LandingSpec)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
 
     @field_validator("name")
     @classmethod
@@ -461,7 +465,9 @@ class Settings(BaseModel):
 
     def partition(
         self,
-        zone: Literal["landing", "validation", "quarantine", "series", "scores", "reviews"],
+        zone: Literal[
+            "landing", "validation", "quarantine", "series", "scores", "shards", "reviews"
+        ],
         dataset: str,
         day: dt.date,
     ) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -58,7 +59,26 @@ def _plotted_scores(target: Path, plotted: list[str]) -> pd.DataFrame:
     return pd.read_parquet(target, filters=[(ENTITY, "in", plotted)])
 
 
-class _DayObserver:
+@dataclass
+class DayParts:
+    """What a day's scored chunks add up to, apart from the scores file itself.
+
+    Everything here adds up across entities: counts, each entity's alarm row for the ranking,
+    the alarm rows episodes are grouped from, and the drift bin counts. So the parts of a day
+    scored as shards (:mod:`pipeline.day_shards`) merge into those of the day scored whole.
+    """
+
+    totals: PartitionScores
+    entity_alarms: pd.DataFrame
+    alarm_rows: pd.DataFrame
+    drift: monitoring.DriftAccumulator | None
+
+    def ranking(self) -> pd.DataFrame:
+        """Entities ranked by their alarms over the whole day."""
+        return rank_entities(self.entity_alarms)
+
+
+class DayObserver:
     """What a day's chunks add up to as they stream by: drift counts and each entity's alarms."""
 
     def __init__(self, bundle: ModelBundle, spec: DatasetSpec) -> None:
@@ -81,36 +101,52 @@ class _DayObserver:
                 self._bundle.threshold,
             )
 
-    def drift(self) -> monitoring.DriftReport | None:
-        """The day's drift verdict; None for a model without a reference profile."""
-        if self._drift is None:
-            return None
-        return self._drift.report(self._spec.monitoring.drift_level)
-
-    def ranking(self) -> pd.DataFrame:
-        """Entities ranked by their alarms over the whole day."""
-        return rank_entities(pd.concat(self._alarms_by_entity, ignore_index=True))
-
-    def episodes(self, day_start: pd.Timestamp, previous: Path | None) -> pd.DataFrame:
-        """The day's episodes, grouped with the ``previous`` day's alarm rows, within budget.
-
-        Alarm rows are a small share of a day, so they are held whole; the previous day's
-        are read back from its scores file (only its alarm rows and the columns grouping needs).
-        """
-        rows = [*self._alarm_rows]
-        if previous is not None and previous.is_file():
-            earlier = pd.read_parquet(
-                previous, columns=episodes.ALARM_ROW_COLUMNS, filters=[("is_anomaly", "==", True)]
-            )
-            rows.insert(0, earlier[earlier[TIMESTAMP] < day_start])
-        found = episodes.day_episodes(
-            pd.concat([part for part in rows if len(part)] or [rows[0]], ignore_index=True),
-            episodes.EpisodeRule.for_spec(self._spec),
-            self._spec.monitoring.top_features,
-            day_start,
+    def parts(self, totals: PartitionScores) -> DayParts:
+        """Everything observed, with the ``totals`` the scoring counted."""
+        rankings = self._alarms_by_entity or [entity_alarms(_NO_SCORES, self._spec.step)]
+        rows = [part for part in self._alarm_rows if len(part)] or self._alarm_rows[:1]
+        return DayParts(
+            totals,
+            pd.concat(rankings, ignore_index=True),
+            pd.concat(rows, ignore_index=True)
+            if rows
+            else pd.DataFrame(columns=episodes.ALARM_ROW_COLUMNS),
+            self._drift,
         )
-        alarms = self._spec.alarms
-        return budget.apply_budget(found, alarms.max_episodes_per_day, alarms.budget_per)
+
+
+# The columns entity_alarms reads, without rows: the ranking of a shard that scored nothing.
+_NO_SCORES = pd.DataFrame(
+    {
+        ENTITY: pd.Series(dtype=str),
+        "score": pd.Series(dtype=float),
+        "is_anomaly": pd.Series(dtype=bool),
+        "top_features": pd.Series(dtype=object),
+    }
+)
+
+
+def day_episodes(
+    parts: DayParts, spec: DatasetSpec, day_start: pd.Timestamp, previous: Path | None
+) -> pd.DataFrame:
+    """The day's episodes, grouped with the ``previous`` day's alarm rows, within budget.
+
+    Alarm rows are a small share of a day, so they are held whole; the previous day's
+    are read back from its scores file (only its alarm rows and the columns grouping needs).
+    """
+    rows = [parts.alarm_rows]
+    if previous is not None and previous.is_file():
+        earlier = pd.read_parquet(
+            previous, columns=episodes.ALARM_ROW_COLUMNS, filters=[("is_anomaly", "==", True)]
+        )
+        rows.insert(0, earlier[earlier[TIMESTAMP] < day_start])
+    found = episodes.day_episodes(
+        pd.concat([part for part in rows if len(part)] or [rows[-1]], ignore_index=True),
+        episodes.EpisodeRule.for_spec(spec),
+        spec.monitoring.top_features,
+        day_start,
+    )
+    return budget.apply_budget(found, spec.alarms.max_episodes_per_day, spec.alarms.budget_per)
 
 
 def score_landed(
@@ -135,22 +171,52 @@ def score_landed(
     caller holds the partition's lock; each file is written atomically, the summary last.
     Returns the summary.
     """
-    observe = _DayObserver(bundle, spec)
-    target = out / SCORES_FILE
-    day_start = pd.Timestamp(day, tz="UTC")
+    observe = DayObserver(bundle, spec)
     totals = bundle.score_partition(
         landing,
-        target,
+        out / SCORES_FILE,
         context,
         constants={"model_name": model_name, "model_version": model_version},
         spec=spec,
         observe=observe,
-        day_start=day_start,
+        day_start=pd.Timestamp(day, tz="UTC"),
     )
-    found = observe.episodes(day_start, previous_scores)
+    return finish_day(
+        bundle,
+        spec,
+        day,
+        landing,
+        out,
+        observe.parts(totals),
+        (model_name, model_version),
+        previous_scores,
+        reviewed,
+    )
+
+
+def finish_day(
+    bundle: ModelBundle,
+    spec: DatasetSpec,
+    day: dt.date,
+    landing: Path,
+    out: Path,
+    parts: DayParts,
+    model: tuple[str, str],
+    previous_scores: Path | None = None,
+    reviewed: Mapping[str, str] | None = None,
+) -> dict:
+    """Write a day's episodes, report and summary beside its scores file in ``out``.
+
+    ``parts`` are what its chunks added up to (one run's, or its shards' merged); ``model`` is
+    the registered name and version that scored it. Returns the summary.
+    """
+    model_name, model_version = model
+    target = out / SCORES_FILE
+    totals = parts.totals
+    found = day_episodes(parts, spec, pd.Timestamp(day, tz="UTC"), previous_scores)
     io.write_parquet_atomic(found, out / ALARMS_FILE, schema=episodes.EPISODES_SCHEMA)
-    drift = observe.drift()
-    ranking = observe.ranking()
+    drift = None if parts.drift is None else parts.drift.report(spec.monitoring.drift_level)
+    ranking = parts.ranking()
     plotted = plotted_entities(ranking, spec.monitoring.report_entities)
     report = DailyReport(
         dataset=spec.name,

@@ -1,8 +1,9 @@
 """`tsad demo --dataset transactions`: the payments user's whole loop, through Airflow.
 
 Generates nine days of card payments, breaks the last one on purpose (a refund export with
-negative amounts and reused ids is appended), runs ``tsad_train`` (the run config's candidates,
-the default detector and PCA, side by side) and ``tsad_score`` for the test day and every
+negative amounts and reused ids is appended), runs ``tsad_train_transactions`` (the run config's
+candidates, the default detector and PCA, side by side) and ``tsad_score_transactions`` (the
+dataset's own DAGs, see :mod:`pipeline.schedules`) for the test day and every
 scoring day, then prints the registered model, each candidate's test-day figures with the fraud
 incidents it found per kind, and each scored day.
 """
@@ -21,6 +22,7 @@ from pipeline.config import DatasetSpec, RunConfig, Settings
 from pipeline.data.transactions_demo import ENTITY_COLUMN, FRAUD_KIND
 from pipeline.demo import summarise
 from pipeline.orchestration import init_airflow, parse_dags, run_dag
+from pipeline.schedules import scoring_dag_id, training_dag_id
 
 DATASET = "transactions"
 DAYS = 9
@@ -92,18 +94,14 @@ def run(epochs: int | None = None, accounts: int | None = None) -> None:
     print(f"[demo] wrote {DAYS} days of card payments; {last} holds bad refunds on purpose")
     init_airflow(settings)
     parse_dags(settings)
-    print("[demo] tsad_train: validate -> prepare (aggregate) -> train x2 -> select -> register")
-    conf = {"run_config": DATASET} | ({"epochs": epochs} if epochs else {})
-    if run_dag("tsad_train", settings, conf=conf) != "success":
-        raise RuntimeError(f"tsad_train failed: see the task logs under {settings.home}/airflow")
+    train, score = training_dag_id(DATASET), scoring_dag_id(DATASET)
+    print(f"[demo] {train}: validate -> prepare (aggregate) -> train x2 -> select -> register")
+    conf = {"epochs": epochs} if epochs else {}
+    if run_dag(train, settings, conf=conf) != "success":
+        raise RuntimeError(f"{train} failed: see the task logs under {settings.home}/airflow")
     for day in scored:
-        state = run_dag(
-            "tsad_score",
-            settings,
-            logical_date=(day + ONE_DAY).isoformat(),
-            conf={"dataset": DATASET},
-        )
-        print(f"[demo] tsad_score {day}: {state}")
+        state = run_dag(score, settings, logical_date=(day + ONE_DAY).isoformat())
+        print(f"[demo] {score} {day}: {state}")
     summarise(settings, config, scored, DATASET, alarm_unit="alarm hours")
     _print_figures(candidate_figures(settings, config))
     alarms = settings.partition("scores", DATASET, scored[0]) / "alarm_events.parquet"

@@ -218,6 +218,29 @@ class DriftAccumulator:
         self._rows += len(scores)
         self._alarms += int(np.count_nonzero(alarms(scores, threshold)))
 
+    def counts(self) -> dict:
+        """The raw counts added so far, as JSON: what :meth:`add_counts` adds elsewhere.
+
+        Counts add exactly, so the shards of a day, each counted apart, merge into the counts
+        (and so the drift figures) of the day counted whole.
+        """
+        return {
+            "feature_counts": [counts.tolist() for counts in self._feature_counts],
+            "score_counts": self._score_counts.tolist(),
+            "rows": self._rows,
+            "alarms": self._alarms,
+        }
+
+    def add_counts(self, counts: dict) -> None:
+        """Add counts of :meth:`counts` taken against the same profile."""
+        if len(counts["feature_counts"]) != len(self._feature_counts):
+            raise ValueError("drift counts of another reference profile cannot be added")
+        for mine, theirs in zip(self._feature_counts, counts["feature_counts"], strict=True):
+            mine += np.asarray(theirs, dtype=np.int64)
+        self._score_counts += np.asarray(counts["score_counts"], dtype=np.int64)
+        self._rows += int(counts["rows"])
+        self._alarms += int(counts["alarms"])
+
     def report(self, level: float) -> DriftReport:
         """The drift of everything added so far."""
         return DriftReport(

@@ -43,6 +43,7 @@ from pipeline.detectors.base import Detector
 from pipeline.detectors.registry import load_detector
 from pipeline.monitoring import ReferenceProfile
 from pipeline.read_ahead import read_ahead
+from pipeline.sharding import Shard, entity_rows
 
 SCORE_COLUMNS = [
     "timestamp",
@@ -263,6 +264,7 @@ class ModelBundle:
         spec: DatasetSpec | None = None,
         observe: ChunkObserver | None = None,
         day_start: pd.Timestamp | None = None,
+        shard: Shard | None = None,
     ) -> PartitionScores:
         """Stream a landed day from ``day`` to a scores file at ``target``, in bounded memory.
 
@@ -275,11 +277,19 @@ class ModelBundle:
         and from one worker thread, so a caller can summarise the day without holding it.
         ``day_start``, the earliest moment the day's rows can hold, skips the context rows more
         than a window before it: windows never span a gap, so those reach no window of the day
-        (scores and flags are unchanged).
+        (scores and flags are unchanged). ``shard`` scores only its entities
+        (:mod:`pipeline.sharding`): the others' rows, of the day and of its context, are
+        dropped as each batch is decoded; a shard holding none of the day's entities writes an
+        empty scores file.
         """
         spec = spec or self.spec
         constants = constants or {}
         entities = io.partition_entities(day, spec)
+        rows = None
+        if shard is not None and shard.count > 1:
+            entities = shard.entities(entities)
+            if spec.entity_source:
+                rows = entity_rows(spec.entity_source, entities)
         chunks = entity_chunks(entities, entities_per_chunk)
         context_since = None if day_start is None else day_start - (self.window - 1) * spec.step
         sources, since = (
@@ -287,6 +297,13 @@ class ModelBundle:
         )
         # Every entity comes from the day's own rows, so each one scores at least one row.
         totals = PartitionScores(rows=0, entities=len(entities))
+        if not len(entities):  # a shard none of the day's entities hash to
+            io.write_parquet_atomic(
+                scores_schema(constants).empty_table().to_pandas(),
+                target,
+                scores_schema(constants),
+            )
+            return totals
 
         def finish(own: pd.DataFrame, earlier: pd.DataFrame, scores: pd.DataFrame) -> None:
             notes = flags.row_flags(own, earlier, self.entities, spec.step, self.window)
@@ -302,7 +319,9 @@ class ModelBundle:
             tempfile.TemporaryDirectory(prefix="tsad-score-") as spill,
             io.parquet_writer_atomic(target, scores_schema(constants)) as append,
             contextlib.closing(
-                read_ahead(regroup.regroup_by_entity(sources, spec, chunks, Path(spill), since))
+                read_ahead(
+                    regroup.regroup_by_entity(sources, spec, chunks, Path(spill), since, rows)
+                )
             ) as regrouped,
         ):
             _score_then_finish(regrouped, self._score_entities, finish)

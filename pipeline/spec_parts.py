@@ -215,3 +215,33 @@ class LandingSpec(BaseModel):
         if parse_duration(value, "landing wait") > dt.timedelta(hours=12):
             raise ValueError(f"landing wait {value!r} exceeds 12h")
         return value
+
+
+class ScoringSpec(BaseModel):
+    """How a dataset's days are scored: when, and split over how many workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="entity shards a day is scored as, one task each (the scoring DAG's "
+        "'shards' Param and `tsad score --shards` override it); 1: one task, today's output",
+    )
+    schedule: str = Field(
+        default="@daily", description="cron expression or preset of the scoring DAG"
+    )
+
+
+class TrainingSpec(BaseModel):
+    """When a dataset's model is retrained, and with which run config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str = Field(
+        default="@weekly", description="cron expression or preset of the training DAG"
+    )
+    run_config: str | None = Field(
+        default=None, description="configs/runs/<name>.yaml; default: the dataset's name"
+    )

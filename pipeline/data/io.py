@@ -86,7 +86,10 @@ def read_partition(directory: Path, columns: Sequence[str] | None = None) -> pd.
 
 
 def read_batches(
-    directory: Path, columns: Sequence[str], since: pd.Timestamp | None = None
+    directory: Path,
+    columns: Sequence[str],
+    since: pd.Timestamp | None = None,
+    rows: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """A partition's rows in batches of at most :data:`ROWS_PER_READ`, only ``columns`` read.
 
@@ -94,6 +97,8 @@ def read_batches(
     the memory of one batch, not of the day. ``since`` drops the rows of a Parquet
     ``timestamp`` column (an Arrow timestamp, naive read as UTC) before it, before they reach
     pandas; other rows (CSV, text timestamps) are all read, for the caller to filter.
+    ``rows`` filters each Parquet batch the same way, before conversion (a shard's entities,
+    :func:`pipeline.sharding.entity_rows`); CSV rows again reach the caller unfiltered.
     """
     for path in partition_files(directory):
         try:
@@ -102,7 +107,8 @@ def read_batches(
                     batch_size=ROWS_PER_READ, columns=list(columns)
                 )
                 for batch in batches:
-                    yield _rows_since(batch, since).to_pandas()
+                    kept = _rows_since(batch, since)
+                    yield (kept if rows is None else rows(kept)).to_pandas()
             else:
                 yield from pd.read_csv(path, usecols=list(columns), chunksize=ROWS_PER_READ)
         except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
@@ -216,6 +222,26 @@ def parquet_writer_atomic(
                 writer.close()
         if writer is None:
             raise ValueError(f"no rows were written to {target}")
+
+
+def concat_parquet_atomic(sources: Sequence[Path], target: Path) -> Path:
+    """The rows of ``sources`` (files of one schema), in order, as one file at ``target``.
+
+    One source is copied byte for byte; several are streamed batch by batch, written as
+    :func:`parquet_writer_atomic` writes, so memory holds one batch whatever the total.
+    """
+    with _committed(target) as temporary:
+        if len(sources) == 1:
+            shutil.copyfile(sources[0], temporary)
+            return target
+        schema = pq.read_schema(sources[0])
+        with pq.ParquetWriter(
+            temporary, schema, use_dictionary=_dictionary_columns(schema)
+        ) as writer:
+            for source in sources:
+                for batch in pq.ParquetFile(source).iter_batches(batch_size=ROWS_PER_READ):
+                    writer.write_batch(batch)
+    return target
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:

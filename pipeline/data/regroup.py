@@ -6,7 +6,7 @@ spilling each batch's rows to one file per chunk keeps memory to one batch plus 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ def regroup_by_entity(
     chunks: Sequence[np.ndarray],
     spill_dir: Path,
     since: Sequence[pd.Timestamp | None] | None = None,
+    row_filter: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Canonical rows of ``partitions`` regrouped into ``chunks`` of entities, one by one.
 
@@ -47,7 +48,8 @@ def regroup_by_entity(
     read batch plus one chunk, so it does not grow with the number of entities. Rows of
     entities outside ``chunks`` are dropped; the :data:`PARTITION` column holds the position
     in ``partitions`` each row came from. ``since`` gives, per partition, the earliest
-    timestamp kept (``None``: every row).
+    timestamp kept (``None``: every row). ``row_filter``, a filter of each decoded Arrow batch,
+    keeps a shard's rows before they are converted (the rest would be dropped here anyway).
     """
     schema = _chunk_schema(spec)
     since = since or [None] * len(partitions)
@@ -57,7 +59,7 @@ def regroup_by_entity(
     writers: dict[int, pa.RecordBatchStreamWriter] = {}
     try:
         for position, (directory, earliest) in enumerate(zip(partitions, since, strict=True)):
-            for raw in read_batches(directory, scoring_columns(spec), earliest):
+            for raw in read_batches(directory, scoring_columns(spec), earliest, row_filter):
                 frame = to_canonical(raw, spec)
                 frame[PARTITION] = np.int8(position)
                 codes = _chunk_codes(frame, entities, chunk_of, earliest)

@@ -32,7 +32,14 @@ from pipeline.steps.registration import (
     register,
 )
 from pipeline.steps.run_dir import RunDir
-from pipeline.steps.scoring import drift_status, score
+from pipeline.steps.scoring import (
+    drift_status,
+    finalize,
+    score,
+    score_shard,
+    score_sharded,
+    shard_partition,
+)
 from pipeline.steps.training import (
     TrainingDataRejected,
     calibrate,
@@ -73,6 +80,7 @@ __all__ = [
     "detector_params",
     "drift_status",
     "evaluate",
+    "finalize",
     "generate",
     "generate_transactions",
     "has_landed",
@@ -89,7 +97,10 @@ __all__ = [
     "run_config_from_params",
     "run_days",
     "score",
+    "score_shard",
+    "score_sharded",
     "select",
+    "shard_partition",
     "slack_channel",
     "train",
     "validate",

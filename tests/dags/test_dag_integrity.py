@@ -16,6 +16,8 @@ from types import ModuleType
 import pytest
 import yaml
 
+from pipeline.schedules import dataset_schedules
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 HEAVY = ("torch", "pandas", "mlflow", "great_expectations", "sklearn", "pipeline.steps")
 
@@ -60,9 +62,58 @@ def test_a_run_without_a_data_interval_or_date_fails_naming_the_param():
         partition_date({}, None)
 
 
+def scoring_dags(dagbag) -> list:
+    """Every generated scoring DAG, one per dataset spec."""
+    return [dagbag.dags[plan.score_dag_id] for plan in dataset_schedules()]
+
+
+def training_dags(dagbag) -> list:
+    """Every generated training DAG, one per dataset spec with a run config."""
+    return [dagbag.dags[plan.train_dag_id] for plan in dataset_schedules() if plan.run_config]
+
+
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"tsad_train", "tsad_score"}
+    assert set(dagbag.dag_ids) == {
+        "tsad_train",
+        "tsad_score",
+        "tsad_train_transactions",
+        "tsad_score_transactions",
+    }
+
+
+def test_adding_a_dataset_spec_adds_its_dags(tmp_path, monkeypatch):
+    """A new YAML file under configs/datasets (and its run config) is a new pair of DAGs, on
+    the schedules and with the shard count the spec names."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipeline.config import project_root
+
+    configs = tmp_path / "configs"
+    shutil.copytree(project_root() / "configs", configs)
+    shipped = yaml.safe_load((configs / "datasets" / "vitals.yaml").read_text())
+    ward = shipped | {
+        "name": "ward-b",
+        "scoring": {"shards": 4, "schedule": "0 6 * * *"},
+        "training": {"schedule": "@monthly"},
+    }
+    (configs / "datasets" / "ward-b.yaml").write_text(yaml.safe_dump(ward))
+    run = yaml.safe_load((configs / "runs" / "vitals.yaml").read_text()) | {"dataset": "ward-b"}
+    (configs / "runs" / "ward-b.yaml").write_text(yaml.safe_dump(run))
+    monkeypatch.setenv("TSAD_PROJECT_ROOT", str(tmp_path))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    score, train = bag.dags["tsad_score_ward-b"], bag.dags["tsad_train_ward-b"]
+    assert score.timetable.summary == "0 6 * * *"
+    assert (
+        score.params["dataset"] == "ward-b"
+        and "(4)" in score.params.get_param("shards").description
+    )
+    assert train.params["run_config"] == "ward-b"
+    assert train.timetable.timetable.expression == "0 0 1 * *"  # @monthly
+    drift = score.get_task("signal_drift").outlets
+    assert [asset.name for asset in drift] == ["tsad_drift_ward-b"]
+    assert list(train.timetable.asset_condition.objects) == drift
 
 
 def test_every_task_retries_or_is_pure_compute(dagbag):
@@ -73,20 +124,35 @@ def test_every_task_retries_or_is_pure_compute(dagbag):
 
 
 def test_training_runs_on_the_gpu_queue_in_the_gpu_pool(dagbag):
-    train = dagbag.dags["tsad_train"]
-    assert train.get_task("train").queue == "gpu"
-    assert [task.task_id for task in train.tasks if task.pool == "gpu"] == ["train"]
+    for train in training_dags(dagbag):
+        assert train.get_task("train").queue == "gpu"
+        assert [task.task_id for task in train.tasks if task.pool == "gpu"] == ["train"]
 
 
 def test_training_and_calibration_are_mapped_over_the_candidates(dagbag):
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
-    train = dagbag.dags["tsad_train"]
-    mapped = {task.task_id for task in train.tasks if isinstance(task, MappedOperator)}
-    assert mapped == {"train", "calibrate"}
-    assert train.get_task("train").upstream_task_ids == {"candidates"}
-    assert train.get_task("select").upstream_task_ids == {"prepare", "calibrate"}
-    assert train.get_task("evaluate").upstream_task_ids == {"select"}
+    for train in training_dags(dagbag):
+        mapped = {task.task_id for task in train.tasks if isinstance(task, MappedOperator)}
+        assert mapped == {"train", "calibrate"}
+        assert train.get_task("train").upstream_task_ids == {"candidates"}
+        assert train.get_task("select").upstream_task_ids == {"prepare", "calibrate"}
+        assert train.get_task("evaluate").upstream_task_ids == {"select"}
+
+
+def test_scoring_is_mapped_over_the_shards_then_finalized(dagbag):
+    """One ``score`` task instance per shard (retried alone), then ``finalize`` commits the
+    day; every later task reads the finalized day."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    for score in scoring_dags(dagbag):
+        mapped = {task.task_id for task in score.tasks if isinstance(task, MappedOperator)}
+        assert mapped == {"score"}, score.dag_id
+        assert score.get_task("score").upstream_task_ids == {"validate", "plan_shards"}
+        assert score.get_task("score").retries > 0
+        assert score.get_task("finalize").upstream_task_ids == {"validate", "score"}
+        for later in ("deliver", "signal_drift", "send_digest"):
+            assert score.get_task(later).upstream_task_ids == {"finalize"}
 
 
 def test_every_task_times_out_within_its_dag_runs_timeout(dagbag):
@@ -133,11 +199,15 @@ def test_calibration_param_offers_every_registered_calibrator(dagbag):
 
 
 def test_schedules_and_params(dagbag):
-    train, score = dagbag.dags["tsad_train"], dagbag.dags["tsad_score"]
-    assert {"dataset", "detector", "epochs", "window", "calibration"} <= set(train.params)
-    assert "date" in score.params
-    assert score.timetable.summary in {"@daily", "0 0 * * *"}
-    assert type(score.timetable).__name__ == "CronDataIntervalTimetable"
+    for train in training_dags(dagbag):
+        assert {"dataset", "detector", "epochs", "window", "calibration"} <= set(train.params)
+    for score, plan in zip(scoring_dags(dagbag), dataset_schedules(), strict=True):
+        assert {"date", "shards"} <= set(score.params)
+        assert score.params["dataset"] == plan.dataset
+        assert score.timetable.summary in {"@daily", "0 0 * * *"}
+        assert type(score.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dagbag.dags["tsad_train"].params["run_config"] == "vitals"
+    assert dagbag.dags["tsad_train_transactions"].params["run_config"] == "transactions"
 
 
 def test_parsing_imports_no_heavy_library(tmp_path):
@@ -157,11 +227,12 @@ def test_parsing_imports_no_heavy_library(tmp_path):
     assert loaded == ["HEAVY="], result.stdout
 
 
-def test_scoring_signals_drift_on_an_asset(dagbag):
-    score = dagbag.dags["tsad_score"]
-    signal = score.get_task("signal_drift")
-    assert [outlet.name for outlet in signal.outlets] == ["tsad_drift"]
-    assert signal.upstream_task_ids == {"score"}
+def test_scoring_signals_drift_on_its_datasets_asset(dagbag):
+    for score, plan in zip(scoring_dags(dagbag), dataset_schedules(), strict=True):
+        signal = score.get_task("signal_drift")
+        assert [outlet.name for outlet in signal.outlets] == [plan.drift_asset]
+        assert signal.upstream_task_ids == {"finalize"}
+    assert dagbag.dags["tsad_score"].get_task("signal_drift").outlets[0].name == "tsad_drift"
 
 
 def test_training_runs_weekly_or_when_a_scored_day_drifts(dagbag, monkeypatch):
@@ -175,7 +246,8 @@ def test_training_runs_weekly_or_when_a_scored_day_drifts(dagbag, monkeypatch):
     # The very Asset the scoring DAG's drift signal emits on.
     assert list(timetable.asset_condition.objects) == score.get_task("signal_drift").outlets
     monkeypatch.setenv("TSAD_RETRAIN_ON_DRIFT", "false")
-    assert isinstance(dag_module("tsad_train").schedule(), CronTriggerTimetable)
+    plan = dataset_schedules()[-1]
+    assert isinstance(dag_module("tsad_train").schedule(plan), CronTriggerTimetable)
 
 
 def drift_event(extra: dict):
@@ -229,7 +301,7 @@ def test_scoring_waits_for_the_day_then_ingests_it_and_delivers_the_scores(dagba
     assert wait.mode == "reschedule" and not wait.upstream_task_ids
     assert score.get_task("ingest").upstream_task_ids == {"wait_for_day"}
     assert score.get_task("validate").upstream_task_ids == {"ingest"}
-    assert score.get_task("deliver").upstream_task_ids == {"score"}
+    assert score.get_task("deliver").upstream_task_ids == {"finalize"}
 
 
 def test_training_ingests_its_days_before_validating_them(dagbag):

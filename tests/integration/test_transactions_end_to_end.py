@@ -37,13 +37,11 @@ def pipeline_run(module_home: Settings) -> tuple[Settings, dict]:
     pd.concat([landed, refunds]).to_parquet(broken, index=False)
     init_airflow(settings)
     parse_dags(settings)
-    conf = {"run_config": "transactions", "detector": "pca"}
-    states = {"train": run_dag("tsad_train", settings, conf=conf)}
+    # The dataset's own DAGs, generated from its spec: its run config and dataset by default.
+    states = {"train": run_dag("tsad_train_transactions", settings, conf={"detector": "pca"})}
     for day in (SCORED, BROKEN):
         run_date = (day + dt.timedelta(days=1)).isoformat()
-        states[day] = run_dag(
-            "tsad_score", settings, logical_date=run_date, conf={"dataset": "transactions"}
-        )
+        states[day] = run_dag("tsad_score_transactions", settings, logical_date=run_date)
     return settings, states
 
 
