@@ -5,13 +5,16 @@ Redis is the broker, PostgreSQL holds Airflow's metadata and Celery's results, a
 scheduler, dag-processor and api-server of the stack test. A day is scored through the REST
 API as the DAG maps it over shards; the test reads which worker ran each shard (printed under
 ``pytest -s``), checks that the day was committed once, and compares its scores with the same
-day scored unsharded by ``tsad score``. Then one worker is killed while it runs a shard: the
-shard is retried on the other worker and the day still commits once, with the same scores.
+day scored unsharded by ``tsad score``. Then one worker is killed while it runs a shard and
+started again, as a lost machine comes back: the shard is retried alone (on whichever worker
+takes it) and the day still commits once, with the same scores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +37,9 @@ SCORED_DAY = CONFIG.test.end + dt.timedelta(days=1)
 PATIENTS = 8
 WORKERS = ("worker-a", "worker-b")
 DAG = "tsad_score"
+SHARDS = 4
 SHARD_TASK = "score"
+COMMIT_TASK = "finalize"
 RUN_TIMEOUT_S = 300
 SORT = ["entity", "timestamp"]
 
@@ -65,8 +70,10 @@ def commits(settings: Settings) -> int:
 
 
 def tsad(*args: str) -> None:
-    """``tsad <args>`` in this process (the interpreter is warm: seconds saved per command)."""
-    assert cli.main(list(args)) == 0, f"tsad {' '.join(args)} failed"
+    """``tsad <args>`` in this process (the interpreter is warm: seconds saved per command);
+    its report is dropped so that ``pytest -s`` shows the shard tables alone."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(list(args)) == 0, f"tsad {' '.join(args)} failed"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +99,7 @@ def celery_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryRun]:
                 stack.start_worker(name)
             tsad("train", "--detector", "pca")
             tsad("validate", "--dataset", "vitals", "--date", str(SCORED_DAY))
-            tsad("score", "--dataset", "vitals", "--date", str(SCORED_DAY))
+            tsad("score", "--dataset", "vitals", "--date", str(SCORED_DAY), "--shards", "1")
             unsharded = day_scores(settings)
             api = stack.open_api([DAG])
             yield CeleryRun(settings, stack, api, unsharded)
@@ -101,7 +108,7 @@ def celery_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryRun]:
 
 
 def trigger(run: CeleryRun) -> str:
-    return run.api.trigger(DAG, conf={"date": str(SCORED_DAY)})
+    return run.api.trigger(DAG, conf={"date": str(SCORED_DAY), "shards": SHARDS})
 
 
 def shard_instances(run: CeleryRun, run_id: str) -> list[dict]:
@@ -136,8 +143,12 @@ def print_table(run: CeleryRun, run_id: str, title: str) -> None:
 
 
 def assert_committed_like_unsharded(run: CeleryRun, dag_run: dict, commits_before: int) -> None:
-    states = run.api.task_states(DAG, dag_run["dag_run_id"])
+    """The run succeeded, its one commit ran once, and the day is the unsharded day."""
+    instances = run.api.task_instances(DAG, dag_run["dag_run_id"])
+    states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in instances}
     assert dag_run["state"] == "success", f"task states {states}; logs under {run.stack.home}"
+    (commit,) = (ti for ti in instances if ti["task_id"] == COMMIT_TASK)
+    assert (commit["state"], commit["try_number"]) == ("success", 1)
     assert commits(run.settings) == commits_before + 1
     pd.testing.assert_frame_equal(day_scores(run.settings), run.unsharded)
 
@@ -149,8 +160,9 @@ def test_shards_spread_over_both_workers_and_commit_the_unsharded_scores(celery_
     print_table(celery_run, run_id, "shards of the day and the worker that ran each")
     assert_committed_like_unsharded(celery_run, dag_run, before)
     shards = shard_instances(celery_run, run_id)
-    assert {ti["hostname"] for ti in shards} <= set(WORKERS)
-    assert [ti["try_number"] for ti in shards] == [1] * len(shards)
+    assert [ti["map_index"] for ti in shards] == list(range(SHARDS))
+    assert {ti["hostname"] for ti in shards} == set(WORKERS)
+    assert [ti["try_number"] for ti in shards] == [1] * SHARDS
 
 
 def test_a_shard_on_a_killed_worker_is_retried_and_the_day_commits_once(celery_run: CeleryRun):
