@@ -12,6 +12,7 @@ rather than minutes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -102,6 +103,16 @@ class CeleryStack(AirflowStack):
         """Stop every process, then drop what the test's queue left in Redis."""
         super().stop()
         self.workers.clear()
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(self.queue)
-        client.close()
+        drop_queue(self.queue)
+
+
+def drop_queue(queue: str) -> None:
+    """Delete a queue's keys from Redis, and the messages a killed worker left unacknowledged
+    on it (Redis would deliver them again after a day), leaving other queues alone."""
+    client = redis.Redis.from_url(REDIS_URL)
+    with contextlib.closing(client):
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        for tag, message in client.hgetall("unacked").items():
+            if json.loads(message)[-1] == queue:  # [message, exchange, routing key]
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
