@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import genpareto
 
 from pipeline import episodes
 from pipeline.checks import NotFittedError, alarms, check_labels, check_scores
@@ -221,6 +220,8 @@ class PotThreshold(Calibrator):
                 f"{self.init_quantile} quantile, got {len(excesses)}: use more validation "
                 "points or a lower init_quantile"
             )
+        from scipy.stats import genpareto  # a heavy import, for this calibrator alone
+
         gamma, _, sigma = genpareto.fit(excesses, floc=0.0)
         tail_ratio = self.risk * len(scores) / len(excesses)
         if abs(gamma) < 1e-8:

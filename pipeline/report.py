@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluation
 from pipeline.config import ENTITY, TIMESTAMP
 from pipeline.monitoring import DriftReport
 
@@ -176,6 +175,8 @@ def _alarm_spans(times: np.ndarray, alarms: np.ndarray, ax: Axes) -> PolyCollect
     """
     from matplotlib import dates
     from matplotlib.collections import PolyCollection
+
+    from pipeline import evaluation  # scikit-learn's metrics come with it: drawing only
 
     starts, stops = evaluation.segments(alarms)
     left = dates.date2num(times[starts])

@@ -26,6 +26,7 @@ from pipeline.detectors.trainer import resolve_device
 def test_every_registry_matches_its_list() -> None:
     assert set(CALIBRATORS) == set(CALIBRATION_METHODS)
     assert set(DETECTORS) == set(DETECTOR_NAMES)
+    assert all(DETECTORS[name].name == name for name in DETECTORS)  # imported on demand
 
 
 def test_config_fields_take_their_values_from_the_lists() -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runner import tsad
+from cli_runner import ROOT, tsad
 from ward import FIRST_DAY, day, small_run
 
 from pipeline import steps
@@ -134,3 +136,19 @@ def test_dates_of_shards_do_not_mix(whole):
     folder = steps.shard_partition(settings, "vitals", SCORED, Shard(2, 3))
     assert folder.parts[-3:] == (f"date={SCORED.isoformat()}", "of=3", "shard=2")
     assert dt.date.fromisoformat(folder.parts[-3].removeprefix("date=")) == SCORED
+
+
+def test_a_pca_shard_starts_without_torch_or_scikit_learn():
+    """A shard task's start-up is paid once per shard: scoring with a PCA model imports
+    neither torch nor scikit-learn (they are imported where a model needs them)."""
+    code = (
+        "import sys\n"
+        "from pipeline import day_shards, daily\n"
+        "from pipeline.detectors.registry import detector_class\n"
+        "detector_class('pca')\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'scipy.stats') if m in sys.modules))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert found.stdout.strip() == "[]", found.stderr

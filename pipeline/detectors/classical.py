@@ -24,14 +24,10 @@ import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 from pydantic import Field, field_validator
-from sklearn.decomposition import PCA as SklearnPCA
-from sklearn.ensemble import IsolationForest
-from sklearn.metrics.pairwise import rbf_kernel
-from sklearn.svm import OneClassSVM
 
 from pipeline.data.windows import (
     PointFeatureScores,
@@ -42,6 +38,9 @@ from pipeline.data.windows import (
     window_starts,
 )
 from pipeline.detectors.base import Detector, DetectorConfig, FitOptions
+
+if TYPE_CHECKING:  # scikit-learn is imported where a model is fitted, not where it scores
+    from sklearn.ensemble import IsolationForest
 
 ARRAYS_FILE = "model.npz"
 
@@ -173,6 +172,8 @@ class PCA(ClassicalDetector):
     score_is_feature_mean = True  # the score is the feature mean of the squared residuals
 
     def _fit_model(self, rows: np.ndarray) -> PCAModel:
+        from sklearn.decomposition import PCA as SklearnPCA  # fitting alone needs scikit-learn
+
         pca = SklearnPCA(n_components=self.config.n_components, svd_solver="full")
         pca.fit(rows)
         return PCAModel(mean=pca.mean_, components=pca.components_)
@@ -275,6 +276,8 @@ class IForest(ClassicalDetector):
     Model = IsolationForestModel
 
     def _fit_model(self, rows: np.ndarray) -> IsolationForestModel:
+        from sklearn.ensemble import IsolationForest
+
         forest = IsolationForest(
             n_estimators=self.config.n_estimators,
             max_samples=min(self.config.max_samples, len(rows)),
@@ -312,6 +315,8 @@ class OneClassSVMModel(ArrayModel):
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Negative decision function: how far outside the learned support a sample lies."""
+        from sklearn.metrics.pairwise import rbf_kernel
+
         kernel = rbf_kernel(rows.astype(np.float64), self.support_vectors, gamma=float(self.gamma))
         return -(kernel @ self.dual_coef + self.intercept)
 
@@ -332,6 +337,8 @@ class OCSVM(ClassicalDetector):
         size = min(self.config.max_samples, len(rows))
         sample = rows[np.sort(rng.choice(len(rows), size=size, replace=False))].astype(np.float64)
         gamma = self.config.gamma or 1.0 / (sample.shape[1] * max(float(sample.var()), 1e-12))
+        from sklearn.svm import OneClassSVM
+
         svm = OneClassSVM(kernel="rbf", nu=self.config.nu, gamma=gamma).fit(sample)
         return OneClassSVMModel(
             support_vectors=svm.support_vectors_,

@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.detectors.anomaly_transformer import AnomalyTransformer
 from pipeline.detectors.base import Detector
-from pipeline.detectors.classical import OCSVM, PCA, IForest
-from pipeline.detectors.dense_ae import DenseAE
-from pipeline.detectors.ensemble import Ensemble
-from pipeline.detectors.lstm import LSTMAE, LSTMForecast
-from pipeline.detectors.masked_transformer import MaskedTransformer
-from pipeline.detectors.transformer_ae import TransformerAE
-from pipeline.detectors.vae import VAE
 
-DETECTORS: dict[str, type[Detector]] = {
-    detector.name: detector
-    for detector in (
-        PCA,
-        IForest,
-        OCSVM,
-        DenseAE,
-        VAE,
-        LSTMAE,
-        LSTMForecast,
-        TransformerAE,
-        MaskedTransformer,
-        AnomalyTransformer,
-        Ensemble,
-    )
+# Where each detector's class lives. A class is imported the first time it is asked for, so
+# a worker scoring with PCA never imports torch (a scoring shard's start-up is part of its cost).
+_LOCATIONS = {
+    "pca": ("pipeline.detectors.classical", "PCA"),
+    "iforest": ("pipeline.detectors.classical", "IForest"),
+    "ocsvm": ("pipeline.detectors.classical", "OCSVM"),
+    "dense_ae": ("pipeline.detectors.dense_ae", "DenseAE"),
+    "vae": ("pipeline.detectors.vae", "VAE"),
+    "lstm_ae": ("pipeline.detectors.lstm", "LSTMAE"),
+    "lstm_forecast": ("pipeline.detectors.lstm", "LSTMForecast"),
+    "transformer_ae": ("pipeline.detectors.transformer_ae", "TransformerAE"),
+    "masked_transformer": ("pipeline.detectors.masked_transformer", "MaskedTransformer"),
+    "anomaly_transformer": ("pipeline.detectors.anomaly_transformer", "AnomalyTransformer"),
+    "ensemble": ("pipeline.detectors.ensemble", "Ensemble"),
 }
+
+
+class _Registry(Mapping[str, type[Detector]]):
+    """Detector names to classes, each class imported when first looked up."""
+
+    def __getitem__(self, name: str) -> type[Detector]:
+        module, attribute = _LOCATIONS[name]
+        detector: type[Detector] = getattr(importlib.import_module(module), attribute)
+        return detector
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_LOCATIONS)
+
+    def __len__(self) -> int:
+        return len(_LOCATIONS)
+
+
+DETECTORS: Mapping[str, type[Detector]] = _Registry()
 
 
 def detector_class(name: str) -> type[Detector]:
