@@ -29,6 +29,10 @@ from pipeline.checks import alarms
 DECILES = 10
 # Floor for an empty bin's share, so PSI stays finite when a day leaves a bin empty.
 _MIN_SHARE = 1e-4
+# Reference values closer than this share of their size are one value: detectors compute in
+# float32 (about 7 significant digits), and the same window scored in another batch or chunk
+# can differ in its last digits.
+TIE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -42,14 +46,24 @@ class Histogram:
     @classmethod
     def of(cls, values: np.ndarray, bins: int = DECILES) -> Histogram:
         """Quantile bins of ``values``; ties merge bins, so a discrete feature gets one bin per
-        value and no reference bin is empty."""
+        value and no reference bin is empty.
+
+        An edge is never one of the values: it lies halfway between the decile's value and
+        the next larger distinct one (:func:`distinct_groups`). Cut at the value itself, a
+        point mass (quiet hours that all score the same) would sit on the edge, and the
+        float jitter of the same input scored in another batch would move half of it to the
+        next bin on every day: a large PSI for nothing.
+        """
         finite = np.asarray(values, dtype=np.float64)
         finite = finite[np.isfinite(finite)]
         if len(finite) == 0:
             raise ValueError("no finite values to build a reference histogram from")
         cuts = np.linspace(0, 1, bins + 1)[1:-1]
-        edges = np.unique(np.quantile(finite, cuts, method="inverted_cdf"))
-        edges = edges[edges < finite.max()]
+        deciles = np.quantile(finite, cuts, method="inverted_cdf")
+        lowest, highest = distinct_groups(finite)
+        group = np.searchsorted(lowest, deciles, side="right") - 1
+        group = np.unique(group[group < len(lowest) - 1])
+        edges = (highest[group] + lowest[group + 1]) / 2
         return cls(edges, bin_shares(finite, edges))
 
     def psi(self, values: np.ndarray) -> float:
@@ -68,6 +82,15 @@ class Histogram:
     @classmethod
     def from_dict(cls, data: dict) -> Histogram:
         return cls(np.asarray(data["edges"], dtype=np.float64), np.asarray(data["shares"]))
+
+
+def distinct_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest value of each group of ``values`` that are one value up to
+    :data:`TIE_TOLERANCE`, in increasing order."""
+    unique = np.unique(values)
+    scale = np.maximum(np.abs(unique[1:]), np.abs(unique[:-1]))
+    starts = np.flatnonzero(np.diff(unique) > TIE_TOLERANCE * scale) + 1
+    return unique[np.r_[0, starts]], unique[np.r_[starts - 1, len(unique) - 1]]
 
 
 def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -76,3 +76,32 @@ def test_mismatched_shapes_are_named(profile) -> None:
         ReferenceProfile.build(FEATURES, np.zeros((10, 3)), np.zeros(10), 1.0)
     with pytest.raises(ValueError, match="no finite values"):
         Histogram.of(np.array([np.nan]))
+
+
+def _quiet_and_busy(
+    rng: np.random.Generator, size: int, quiet: float, scale: float, jitter: float = 1e-7
+) -> np.ndarray:
+    """Scores of a day where a ``quiet`` share of rows (empty hours) all score the same, up
+    to the float ``jitter`` of being scored in another batch, and the rest spread out."""
+    scores = 0.5 + rng.exponential(scale, size)
+    empty = rng.random(size) < quiet
+    scores[empty] = np.float32(0.2) * (1 + jitter * rng.standard_normal(int(empty.sum())))
+    return scores
+
+
+def test_a_point_mass_of_identical_scores_stays_in_one_bin() -> None:
+    rng = np.random.default_rng(5)
+    # The reference day's quiet rows tie exactly; the next day's are a few ulps apart.
+    histogram = Histogram.of(_quiet_and_busy(rng, 20_000, quiet=0.4, scale=1.0, jitter=0.0))
+    assert np.count_nonzero(histogram.shares > 0.35) == 1
+    normal_day = _quiet_and_busy(rng, 10_000, quiet=0.4, scale=1.0)
+    assert histogram.psi(normal_day) < 0.05
+
+
+def test_a_day_with_a_point_mass_still_drifts_when_it_shifts() -> None:
+    rng = np.random.default_rng(6)
+    histogram = Histogram.of(_quiet_and_busy(rng, 20_000, quiet=0.4, scale=1.0))
+    more_quiet = _quiet_and_busy(rng, 10_000, quiet=0.7, scale=1.0)
+    higher = _quiet_and_busy(rng, 10_000, quiet=0.4, scale=2.5)
+    assert histogram.psi(more_quiet) > 0.25
+    assert histogram.psi(higher) > 0.25
