@@ -72,6 +72,15 @@ def test_a_scored_day_has_hourly_scores_whose_alarms_name_their_payments(pipelin
     assert "Transactions behind the alarms" in (out / "report.html").read_text()
 
 
+def test_an_ordinary_day_of_payments_is_not_flagged_as_drifted(pipeline_run):
+    settings, states = pipeline_run
+    assert states[SCORED] == "success"
+    out = settings.partition("scores", "transactions", SCORED)
+    drift = json.loads((out / "summary.json").read_text())["drift"]
+    assert not drift["drifted"], drift
+    assert drift["score_psi"] < drift["level"]
+
+
 def test_a_day_with_negative_refunds_is_quarantined(pipeline_run):
     settings, states = pipeline_run
     assert states[BROKEN] == "failed"
