@@ -21,6 +21,7 @@ from pipeline.orchestration import init_airflow, parse_dags, run_dag
 
 DATASET = "vitals"
 DAYS = 10
+PATIENTS = 8
 BROKEN_COLUMN = "spo2"
 ONE_DAY = dt.timedelta(days=1)
 
@@ -116,9 +117,11 @@ def run(epochs: int | None = None, patients: int | None = None) -> None:
     days = _scoring_days(config)
     started = time.monotonic()
     print(f"[demo] TSAD_HOME={settings.home}")
-    ward = {"patients": patients} if patients else {}
     steps.generate(
-        start=config.train.start, days=DAYS, labeled_from=config.validation.start, **ward
+        start=config.train.start,
+        days=DAYS,
+        patients=patients or PATIENTS,
+        labeled_from=config.validation.start,
     )
     _break_last_day(settings, days[-1])
     print(f"[demo] wrote {DAYS} days of vital signs; {days[-1]} lacks '{BROKEN_COLUMN}' on purpose")
