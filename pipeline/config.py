@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.choices import (
     DETECTOR_NAMES,
     NAME_PATTERN,
-    BudgetScope,
     CalibrationMethod,
     DetectorName,
     Device,
@@ -30,8 +29,11 @@ from pipeline.choices import (
     SelectionMetric,
 )
 from pipeline.spec_parts import (
+    AlarmsSpec,
     EventsSpec,
     LandingSpec,
+    MonitoringSpec,
+    NotificationsSpec,
     ScoringSpec,
     SinkSpec,
     SourceSpec,
@@ -98,76 +100,6 @@ class FeatureSpec(BaseModel):
         if self.min >= self.max:
             raise ValueError(f"feature {self.name!r}: min {self.min} must be below max {self.max}")
         return self
-
-
-class MonitoringSpec(BaseModel):
-    """What a scoring run explains, reports and flags for a dataset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    drift_level: float = Field(
-        default=0.25,
-        gt=0,
-        description="PSI above which a feature or the score distribution counts as drifted",
-    )
-    top_features: int = Field(default=3, ge=1, description="features named per alarm")
-    report_entities: int = Field(default=3, ge=1, description="entities plotted in the report")
-
-
-class AlarmsSpec(BaseModel):
-    """How a day's alarm rows become the episodes people are shown, and how many of them.
-
-    Unset durations follow the sampling step (:class:`pipeline.episodes.EpisodeRule`): a gap
-    of five quiet steps still joins two alarms, and a sub-hourly episode needs three steps in
-    alarm (one reading is enough at hourly steps or coarser).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    merge_gap: str | None = Field(
-        default=None, description="longest quiet time inside one episode, e.g. '5min'"
-    )
-    min_duration: str | None = Field(
-        default=None, description="episodes shorter than this are dropped, e.g. '3min'"
-    )
-    max_episodes_per_day: int | None = Field(
-        default=None, ge=1, description="alarm budget: episodes a day shows at most"
-    )
-    budget_per: BudgetScope = Field(
-        default="dataset", description="the budget caps the whole dataset's day or each entity's"
-    )
-
-    @field_validator("merge_gap", "min_duration")
-    @classmethod
-    def _is_duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value, "alarms duration")
-        return value
-
-
-class NotificationsSpec(BaseModel):
-    """Who hears about a dataset: its owners get failures, quarantined and drifted days, and
-    each scored day's digest of its top episodes (by e-mail, through ``smtp_default``; and in
-    the Slack channel, through ``slack_default``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    owners: list[str] = Field(default_factory=list, description="e-mail addresses")
-    digest_episodes: int = Field(default=10, ge=1, description="episodes a digest lists")
-    slack_channel: str | None = Field(
-        default=None,
-        pattern=r"^#[a-z0-9][a-z0-9._-]{0,79}$",
-        description="the Slack channel the slack_default webhook posts in, e.g. '#ward-alarms'; "
-        "unset: nothing goes to Slack",
-    )
-
-    @field_validator("owners")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):
-                raise ValueError(f"owner {address!r} is not an e-mail address")
-        return value
 
 
 class DatasetSpec(BaseModel):

@@ -298,11 +298,8 @@ class ModelBundle:
         # Every entity comes from the day's own rows, so each one scores at least one row.
         totals = PartitionScores(rows=0, entities=len(entities))
         if not len(entities):  # a shard none of the day's entities hash to
-            io.write_parquet_atomic(
-                scores_schema(constants).empty_table().to_pandas(),
-                target,
-                scores_schema(constants),
-            )
+            schema = scores_schema(constants)
+            io.write_parquet_atomic(schema.empty_table().to_pandas(), target, schema)
             return totals
 
         def finish(own: pd.DataFrame, earlier: pd.DataFrame, scores: pd.DataFrame) -> None:

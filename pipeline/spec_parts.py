@@ -1,17 +1,22 @@
-"""What a dataset spec says of its inputs and outputs besides the canonical columns.
+"""What a dataset spec says besides its canonical columns: each block of it, as a model.
 
 Where a day comes from (an SQL ``source``), where scored days also go (``sinks``), how long
-scoring waits for a late day (``landing``), and, for event data such as payments, how events
-become the regular per-entity series the detectors read (``events``). Kept apart from
-:mod:`pipeline.config`, which assembles them into :class:`~pipeline.config.DatasetSpec`.
+scoring waits for a late day (``landing``), for event data such as payments how events become
+the regular per-entity series the detectors read (``events``), how a day is scored
+(``scoring``), and what people are shown and told of it (``monitoring``, ``alarms``,
+``notifications``). Kept apart from :mod:`pipeline.config`, which assembles them into
+:class:`~pipeline.config.DatasetSpec`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.choices import BudgetScope
 
 
 def parse_duration(value: str, what: str) -> dt.timedelta:
@@ -245,3 +250,73 @@ class TrainingSpec(BaseModel):
     run_config: str | None = Field(
         default=None, description="configs/runs/<name>.yaml; default: the dataset's name"
     )
+
+
+class MonitoringSpec(BaseModel):
+    """What a scoring run explains, reports and flags for a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drift_level: float = Field(
+        default=0.25,
+        gt=0,
+        description="PSI above which a feature or the score distribution counts as drifted",
+    )
+    top_features: int = Field(default=3, ge=1, description="features named per alarm")
+    report_entities: int = Field(default=3, ge=1, description="entities plotted in the report")
+
+
+class AlarmsSpec(BaseModel):
+    """How a day's alarm rows become the episodes people are shown, and how many of them.
+
+    Unset durations follow the sampling step (:class:`pipeline.episodes.EpisodeRule`): a gap
+    of five quiet steps still joins two alarms, and a sub-hourly episode needs three steps in
+    alarm (one reading is enough at hourly steps or coarser).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    merge_gap: str | None = Field(
+        default=None, description="longest quiet time inside one episode, e.g. '5min'"
+    )
+    min_duration: str | None = Field(
+        default=None, description="episodes shorter than this are dropped, e.g. '3min'"
+    )
+    max_episodes_per_day: int | None = Field(
+        default=None, ge=1, description="alarm budget: episodes a day shows at most"
+    )
+    budget_per: BudgetScope = Field(
+        default="dataset", description="the budget caps the whole dataset's day or each entity's"
+    )
+
+    @field_validator("merge_gap", "min_duration")
+    @classmethod
+    def _is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, "alarms duration")
+        return value
+
+
+class NotificationsSpec(BaseModel):
+    """Who hears about a dataset: its owners get failures, quarantined and drifted days, and
+    each scored day's digest of its top episodes (by e-mail, through ``smtp_default``; and in
+    the Slack channel, through ``slack_default``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owners: list[str] = Field(default_factory=list, description="e-mail addresses")
+    digest_episodes: int = Field(default=10, ge=1, description="episodes a digest lists")
+    slack_channel: str | None = Field(
+        default=None,
+        pattern=r"^#[a-z0-9][a-z0-9._-]{0,79}$",
+        description="the Slack channel the slack_default webhook posts in, e.g. '#ward-alarms'; "
+        "unset: nothing goes to Slack",
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):
+                raise ValueError(f"owner {address!r} is not an e-mail address")
+        return value
