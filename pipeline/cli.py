@@ -191,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     else:
         from pipeline import demo
 
-        demo.run(epochs=args.epochs, patients=args.patients)
+        demo.run(epochs=args.epochs, patients=args.patients, days=args.days)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -371,6 +371,9 @@ def _add_tool_commands(commands: Commands) -> None:
     demo.add_argument("--dataset", choices=DEMO_DATASETS, default="vitals")
     demo.add_argument("--accounts", type=int, default=None, help="transactions only")
     demo.add_argument("--patients", type=int, default=None, help="vitals only")
+    demo.add_argument(
+        "--days", type=int, default=None, help="vitals only: days generated (at least 8)"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     bench = commands.add_parser("bench", help="benchmark detectors on public labeled data")

@@ -34,9 +34,14 @@ def _break_last_day(settings: Settings, day: dt.date) -> None:
         frame.to_parquet(staged / "part-0.parquet", index=False)
 
 
-def _scoring_days(config: RunConfig) -> list[dt.date]:
+def scoring_days(config: RunConfig, days: int = DAYS) -> list[dt.date]:
+    """The days after the run config's test day among ``days`` generated: scored by
+    ``tsad_score``, the last one broken. At least two, or the demo would show one of them."""
     first = config.test.end + ONE_DAY
-    last = config.train.start + (DAYS - 1) * ONE_DAY
+    last = config.train.start + (days - 1) * ONE_DAY
+    if last <= first:
+        needed = (first - config.train.start).days + 2
+        raise ValueError(f"the demo needs at least {needed} days (one scored, one broken)")
     return [first + offset * ONE_DAY for offset in range((last - first).days + 1)]
 
 
@@ -106,25 +111,27 @@ def summarise(
     )
 
 
-def run(epochs: int | None = None, patients: int | None = None) -> None:
+def run(epochs: int | None = None, patients: int | None = None, days: int | None = None) -> None:
     """Generate data, train through Airflow, score each day through Airflow, summarise.
 
-    ``epochs`` and ``patients`` trim the demo (a quick look, or a test); by default it trains
-    the run config's epochs on the generator's ward of patients.
+    ``epochs``, ``patients`` and ``days`` trim the demo (a quick look, or a test); by default it
+    trains the run config's epochs on eight patients and scores the four days after the test
+    day.
     """
     settings = Settings.from_env()
     config = steps.run_config_from_params({"run_config": DATASET})
-    days = _scoring_days(config)
+    generated = days or DAYS
+    scored = scoring_days(config, generated)
     started = time.monotonic()
     print(f"[demo] TSAD_HOME={settings.home}")
     steps.generate(
         start=config.train.start,
-        days=DAYS,
+        days=generated,
         patients=patients or PATIENTS,
         labeled_from=config.validation.start,
     )
-    _break_last_day(settings, days[-1])
-    print(f"[demo] wrote {DAYS} days of vital signs; {days[-1]} lacks '{BROKEN_COLUMN}' on purpose")
+    _break_last_day(settings, scored[-1])
+    print(f"[demo] wrote {generated} days of vital signs; {scored[-1]} lacks '{BROKEN_COLUMN}'")
     init_airflow(settings)
     parse_dags(settings)
     print(
@@ -134,10 +141,10 @@ def run(epochs: int | None = None, patients: int | None = None) -> None:
     conf = {"run_config": DATASET} | ({"epochs": epochs} if epochs else {})
     if run_dag("tsad_train", settings, conf=conf) != "success":
         raise RuntimeError(f"tsad_train failed: see the task logs under {settings.home}/airflow")
-    for day in days:
+    for day in scored:
         # A manual run's data interval is the day that ends at its logical date, exactly as
         # the scheduler's run for `day` fires once that day is over.
         state = run_dag("tsad_score", settings, logical_date=(day + ONE_DAY).isoformat())
         print(f"[demo] tsad_score {day}: {state}")
-    summarise(settings, config, days)
+    summarise(settings, config, scored)
     print(f"[demo] finished in {time.monotonic() - started:.0f} s")

@@ -24,6 +24,8 @@ from smtp_inbox import Inbox, local_smtp
 from pipeline import steps, tracking
 from pipeline.config import Settings
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCORED_BY_DATE_PARAM = "2026-01-06"  # the run config's test day: landed and validated

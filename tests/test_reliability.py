@@ -18,6 +18,8 @@ from pipeline import steps, tracking
 from pipeline.config import Settings
 from pipeline.scoring import ModelBundle, ModelMismatchError
 
+pytestmark = pytest.mark.slow
+
 # Cases the suite proves elsewhere: random kills by the kills at every crash point below, and
 # the last case, which needs every other case to have run first.
 SHOWN_ELSEWHERE = ("SIGKILL", "other days")
