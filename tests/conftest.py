@@ -14,14 +14,6 @@ from pipeline.config import Settings
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules holding slow tests first, each module's tests in their own order: the workers of
-    ``make test`` (pytest-xdist, a module each) start on the long runs, and the short modules
-    fill in around them at the end instead of waiting behind them."""
-    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module not in slow_modules)
-
-
 @pytest.fixture
 def tsad_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A fresh runtime home (data tree, MLflow store) for one test."""
