@@ -24,6 +24,7 @@ from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
 from pipeline.data import io
 from pipeline.report import DailyReport, entity_alarms, plotted_entities, rank_entities, render
 from pipeline.scoring import ModelBundle, PartitionScores
+from pipeline.sharding import Shard
 
 SCORES_FILE = "scores.parquet"
 ALARMS_FILE = "alarms.parquet"
@@ -171,6 +172,25 @@ def score_landed(
     caller holds the partition's lock; each file is written atomically, the summary last.
     Returns the summary.
     """
+    model = (model_name, model_version)
+    parts = score_parts(bundle, spec, day, landing, context, out, model)
+    return finish_day(bundle, spec, day, landing, out, parts, model, previous_scores, reviewed)
+
+
+def score_parts(
+    bundle: ModelBundle,
+    spec: DatasetSpec,
+    day: dt.date,
+    landing: Path,
+    context: Path | None,
+    out: Path,
+    model: tuple[str, str],
+    shard: Shard | None = None,
+) -> DayParts:
+    """Stream the day's rows (``shard``'s alone, when given) to ``out``'s scores file and return
+    what its chunks add up to. ``model`` is the registered name and version, the scores'
+    constant columns."""
+    model_name, model_version = model
     observe = DayObserver(bundle, spec)
     totals = bundle.score_partition(
         landing,
@@ -180,18 +200,9 @@ def score_landed(
         spec=spec,
         observe=observe,
         day_start=pd.Timestamp(day, tz="UTC"),
+        shard=shard,
     )
-    return finish_day(
-        bundle,
-        spec,
-        day,
-        landing,
-        out,
-        observe.parts(totals),
-        (model_name, model_version),
-        previous_scores,
-        reviewed,
-    )
+    return observe.parts(totals)
 
 
 def finish_day(

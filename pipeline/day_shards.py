@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline import monitoring
 from pipeline.config import ENTITY, TIMESTAMP, DatasetSpec
-from pipeline.daily import SCORES_FILE, DayObserver, DayParts
+from pipeline.daily import SCORES_FILE, DayParts, score_parts
 from pipeline.data import io
 from pipeline.scoring import ModelBundle, PartitionScores
 from pipeline.sharding import Shard
@@ -51,18 +51,8 @@ def score_shard(
     shard's rows of the day and of the ``context`` partition are read.
     """
     model_name, model_version = model
-    observe = DayObserver(bundle, spec)
-    totals = bundle.score_partition(
-        landing,
-        out / SCORES_FILE,
-        context,
-        constants={"model_name": model_name, "model_version": model_version},
-        spec=spec,
-        observe=observe,
-        day_start=pd.Timestamp(day, tz="UTC"),
-        shard=shard,
-    )
-    parts = observe.parts(totals)
+    parts = score_parts(bundle, spec, day, landing, context, out, model, shard)
+    totals = parts.totals
     io.write_parquet_atomic(parts.alarm_rows, out / ALARM_ROWS_FILE)
     io.write_parquet_atomic(parts.entity_alarms, out / ENTITY_ALARMS_FILE)
     written = {

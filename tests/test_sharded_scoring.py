@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cli_runner import ROOT, tsad
-from ward import FIRST_DAY, day, small_run
+from ward import day, trained_ward
 
 from benchmarks.s3_server import copy_partition, keys, s3_server, use_s3
 from pipeline import steps
@@ -37,15 +37,7 @@ SCORED = day(5)
 def whole(module_home: Settings) -> tuple[Settings, Path]:
     """A PCA model of five patients; day 4 scored whole, then day 5, kept as the reference."""
     settings = module_home
-    steps.generate(
-        start=FIRST_DAY, days=6, patients=PATIENTS, labeled_from=day(2), settings=settings
-    )
-    config = small_run(detector="pca", detector_params={}, epochs=1)
-    steps.validate_days("vitals", steps.run_days(config), settings)
-    run_dir = steps.prepare(config, settings)
-    steps.evaluate(steps.calibrate(steps.train(run_dir)))
-    steps.register(run_dir, settings)
-    steps.promote_challenger("vitals", settings=settings)
+    trained_ward(settings, patients=PATIENTS, detector="pca", detector_params={}, epochs=1)
     steps.score("vitals", day(4), settings)
     out = Path(steps.score("vitals", SCORED, settings)).parent
     reference = settings.home / "reference"

@@ -45,10 +45,13 @@ def small_run(**changes) -> RunConfig:
     return RunConfig.model_validate(shipped | days | changes)
 
 
-def trained_ward(settings: Settings) -> Ward:
-    """Generate the ward, train one model on it, register it and let the gate promote it."""
-    steps.generate(start=FIRST_DAY, days=6, patients=3, labeled_from=day(2), settings=settings)
-    config = small_run()
+def trained_ward(settings: Settings, patients: int = 3, **run_changes) -> Ward:
+    """Generate the ward, train one model on it, register it and let the gate promote it;
+    ``run_changes`` override fields of :func:`small_run`."""
+    steps.generate(
+        start=FIRST_DAY, days=6, patients=patients, labeled_from=day(2), settings=settings
+    )
+    config = small_run(**run_changes)
     steps.validate_days("vitals", steps.run_days(config), settings)
     run_dir = steps.prepare(config, settings)
     steps.evaluate(steps.calibrate(steps.train(run_dir)))

@@ -15,7 +15,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
-from ward import FIRST_DAY, day, small_run
+from ward import day, trained_ward
 
 from pipeline import steps
 from pipeline.config import Settings
@@ -29,13 +29,7 @@ SCORED = day(5)
 
 def test_the_dag_scores_three_shards_and_commits_the_day_scored_whole(module_home: Settings):
     settings = module_home
-    steps.generate(start=FIRST_DAY, days=6, patients=4, labeled_from=day(2), settings=settings)
-    config = small_run(detector="pca", detector_params={}, epochs=1)
-    steps.validate_days("vitals", steps.run_days(config), settings)
-    run_dir = steps.prepare(config, settings)
-    steps.evaluate(steps.calibrate(steps.train(run_dir)))
-    steps.register(run_dir, settings)
-    steps.promote_challenger("vitals", settings=settings)
+    trained_ward(settings, patients=4, detector="pca", detector_params={}, epochs=1)
     steps.score("vitals", day(4), settings)
     out = settings.partition("scores", "vitals", SCORED)
     steps.score("vitals", SCORED, settings)
