@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,13 +74,9 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     settings = Settings.resolve(settings)
     spec = DatasetSpec.load(dataset)
     model = _production(settings, spec)
-    inputs = _day_inputs(settings, spec, day)
-    out = settings.partition("scores", dataset, day)
-    previous = _previous_scores(settings, dataset, day)
-    # The day's files are written into a staged folder that replaces the partition whole: a
-    # reader, or a crash, sees the previous day's output or the new one, never a mix.
-    with storage.publish(settings, out) as staged:
-        summary = score_landed(
+
+    def write(staged: Path, inputs: _DayInputs, previous: Path) -> dict:
+        return score_landed(
             model.bundle,
             inputs.read_spec,
             day,
@@ -91,8 +88,31 @@ def score(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
             previous_scores=previous,
             reviewed=already_reviewed(settings, dataset, day),
         )
+
+    return _commit_day(settings, spec, day, model, write)
+
+
+def _commit_day(
+    settings: Settings,
+    spec: DatasetSpec,
+    day: dt.date,
+    model: LoadedModel,
+    write: Callable[[Path, _DayInputs, Path], dict],
+) -> str:
+    """Replace the day's scores partition with what ``write`` puts in a staged folder (given
+    the day's inputs and the previous day's scores file), link an event dataset's alarms to
+    their events, and log the day's MLflow scoring run. Returns the scores file's path.
+
+    The staged folder replaces the partition whole: a reader, or a crash, sees the previous
+    output or the new one, never a mix.
+    """
+    inputs = _day_inputs(settings, spec, day)
+    out = settings.partition("scores", spec.name, day)
+    previous = _previous_scores(settings, spec.name, day)
+    with storage.publish(settings, out) as staged:
+        summary = write(staged, inputs, previous)
         _link_events(settings, inputs, day, staged)
-    _log_run(settings, dataset, day, model, summary)
+    _log_run(settings, spec.name, day, model, summary)
     return str(out / SCORES_FILE)
 
 
@@ -191,24 +211,22 @@ def finalize(
     ]
     parts = [day_shards.read_part(folder) for folder in folders]
     day_shards.check_complete(parts, shards, model.version)
-    inputs = _day_inputs(settings, spec, day)
-    out = settings.partition("scores", dataset, day)
-    previous = _previous_scores(settings, dataset, day)
-    with storage.publish(settings, out) as staged:
-        summary = finish_day(
-            model.bundle,
+    loaded = model
+
+    def write(staged: Path, inputs: _DayInputs, previous: Path) -> dict:
+        return finish_day(
+            loaded.bundle,
             inputs.read_spec,
             day,
             inputs.landing,
             staged,
-            day_shards.merge_shards(model.bundle, folders, staged),
-            (model.name, model.version),
+            day_shards.merge_shards(loaded.bundle, folders, staged),
+            (loaded.name, loaded.version),
             previous,
             already_reviewed(settings, dataset, day),
         )
-        _link_events(settings, inputs, day, staged)
-    _log_run(settings, dataset, day, model, summary)
-    return str(out / SCORES_FILE)
+
+    return _commit_day(settings, spec, day, model, write)
 
 
 def score_sharded(dataset: str, day: dt.date, shards: int, settings: Settings | None = None) -> str:
